@@ -1,0 +1,1 @@
+"""sharedcare benchmarks: each ``bench_*.py`` module has a ``main()`` that prints figures."""

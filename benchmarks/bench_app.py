@@ -1,0 +1,23 @@
+"""The web application's baseline: probes and the status page, with concurrent clients."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import load, percentile, served
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp, served(f"sqlite:///{Path(tmp) / 'b.db'}") as base:
+        for label, path, total in (
+            ("GET /healthz", "/healthz", 3000),
+            ("GET / (status)", "/", 500),
+        ):
+            rate, latencies, errors = load(
+                base, lambda _i, p=path: ("GET", p, {}), total=total, concurrency=8
+            )
+            print(
+                f"{label:<16} {rate:8.0f} req/s  p50 {percentile(latencies, 50):6.1f} ms"
+                f"  p99 {percentile(latencies, 99):6.1f} ms  errors {errors}"
+            )

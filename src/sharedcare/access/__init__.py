@@ -1,0 +1,1 @@
+"""Access: request context, roles, legitimate relationships, objections and audit."""

@@ -1,0 +1,1 @@
+"""HTTP delivery: the FastAPI application, its dependencies and routes. No business logic."""

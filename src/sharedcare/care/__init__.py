@@ -1,0 +1,1 @@
+"""Care coordination: MDTs, referrals, discharge, virtual wards, waiting lists, diagnostics."""

@@ -1,0 +1,1 @@
+"""Command-line delivery (typer + rich). No business logic."""

@@ -1,0 +1,100 @@
+"""The ``sharedcare`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from sharedcare import __version__
+from sharedcare.cli.common import DatabaseOption, console, friendly_errors, settings_with
+from sharedcare.plugins import plugin_manager
+
+app = typer.Typer(
+    name="sharedcare",
+    help="sharedcare: one shared care record for an Integrated Care System.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.command()
+def version() -> None:
+    """Print the sharedcare version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    database: str | None = DatabaseOption,
+    host: str | None = typer.Option(
+        None, "--host", "-h", help="Address to bind [default: SHAREDCARE_HOST or 127.0.0.1]"
+    ),
+    port: int | None = typer.Option(
+        None, "--port", "-p", min=1, max=65535, help="Port [default: SHAREDCARE_PORT or 8000]"
+    ),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (PostgreSQL)."),
+) -> None:
+    """Serve the web portal, dashboards and FHIR API.
+
+    The database schema is brought up to date first, so a new SQLite file just works.
+    """
+    import uvicorn
+
+    from sharedcare.api.app import create_app
+    from sharedcare.logs import configure_logging
+
+    settings = settings_with(database, host=host, port=port)
+    configure_logging(settings.log_level, json=settings.log_json)
+    with friendly_errors():
+        from sharedcare.db.engine import normalise_url
+
+        normalise_url(settings.resolved_database_url)
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"sharedcare {__version__} serving on [bold]{base}/[/]")
+    console.print(f"  status page  {base}/")
+    console.print(f"  API docs     {base}/docs")
+    if workers > 1:
+        import os
+
+        os.environ["SHAREDCARE_DATABASE_URL"] = settings.resolved_database_url
+        uvicorn.run(
+            "sharedcare.api.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            access_log=False,
+            log_config=None,
+        )
+    else:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=False,
+            log_config=None,
+        )
+
+
+@db_app.command("upgrade")
+def db_upgrade(database: str | None = DatabaseOption) -> None:
+    """Create or upgrade the database schema to the latest version (idempotent)."""
+    from sharedcare.db.engine import create_engine
+    from sharedcare.db.migrate import current_revision, upgrade
+
+    settings = settings_with(database)
+    with friendly_errors():
+        engine = create_engine(settings.resolved_database_url)
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+        engine.dispose()
+    if before == after:
+        console.print(f"database already at the latest schema ({after})")
+    else:
+        console.print(f"database upgraded from {before or 'empty'} to {after}")
+
+
+plugin_manager().hook.register_commands(cli=app)

@@ -1,0 +1,1 @@
+"""Database layer: engines for SQLite and PostgreSQL, tables and Alembic migrations."""

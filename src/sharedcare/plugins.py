@@ -1,0 +1,59 @@
+"""sharedcare's plugin hooks (pluggy), in the manner of datasette.
+
+Core features are written as plugins on these hooks, and so can third parties'
+(installed packages that declare a ``sharedcare`` entry point).
+
+* :func:`collect_status` lets each domain add its figures to the platform status.
+* :func:`register_routes` lets delivery modules add routes to the web application.
+* :func:`register_commands` lets modules add commands to the ``sharedcare`` CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from sharedcare.status import PlatformStatus
+
+hookspec = pluggy.HookspecMarker("sharedcare")
+hookimpl = pluggy.HookimplMarker("sharedcare")
+
+#: Modules that implement core features on the hooks, loaded in this order.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "sharedcare.db.status",
+    "sharedcare.api.health",
+    "sharedcare.web.home",
+)
+
+
+class HookSpecs:
+    """The hook specifications."""
+
+    @hookspec
+    def collect_status(self, connection: Connection, status: PlatformStatus) -> None:
+        """Add this plugin's figures to ``status`` (organisations, people, resources, feeds)."""
+
+    @hookspec
+    def register_routes(self, app: Any) -> None:
+        """Add routes (FastAPI routers) to the web application ``app``."""
+
+    @hookspec
+    def register_commands(self, cli: Any) -> None:
+        """Add commands to the ``sharedcare`` typer application ``cli``."""
+
+
+@lru_cache(maxsize=1)
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, with built-in and installed plugins loaded."""
+    manager = pluggy.PluginManager("sharedcare")
+    manager.add_hookspecs(HookSpecs)
+    for name in BUILTIN_PLUGINS:
+        manager.register(importlib.import_module(name), name=name)
+    manager.load_setuptools_entrypoints("sharedcare")
+    return manager

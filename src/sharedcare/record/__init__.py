@@ -1,0 +1,1 @@
+"""The shared care record: FHIR repository, SQL store, search, history, transactions."""

@@ -1,0 +1,1 @@
+"""Synthetic Dorset: a deterministic synthetic ICS population and its organisation feeds."""

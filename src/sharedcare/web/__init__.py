@@ -1,0 +1,1 @@
+"""Web delivery: the clinician portal and leaders' dashboards (NHS.UK design system)."""

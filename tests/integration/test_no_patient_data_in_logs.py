@@ -1,0 +1,61 @@
+"""Guard: patient data never reaches a log line.
+
+The application is driven with sentinel patient values (names, an NHS number, a date of
+birth) in paths, query strings, headers and bodies, on every route, with logging at DEBUG
+and SQL echo on. Every line written to the process's stderr and to the root logger is
+then searched for the sentinels. Later issues add their endpoints to ``REQUESTS``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from sharedcare.api.app import create_app
+from sharedcare.config import Settings
+from sharedcare.logs import configure_logging
+
+SENTINEL_NAME = "Quillfeather"
+SENTINEL_GIVEN = "Zenobia"
+SENTINEL_NHS = "9990001236"
+SENTINEL_DOB = "1931-02-29"  # not a real date either: also exercises validation paths
+SENTINELS = (SENTINEL_NAME, SENTINEL_GIVEN, SENTINEL_NHS, "999 000 1236", SENTINEL_DOB)
+
+PATIENT = {
+    "resourceType": "Patient",
+    "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": SENTINEL_NHS}],
+    "name": [{"family": SENTINEL_NAME, "given": [SENTINEL_GIVEN]}],
+    "birthDate": SENTINEL_DOB,
+}
+
+REQUESTS: list[tuple[str, str, dict[str, object]]] = [
+    ("GET", "/", {}),
+    ("GET", "/healthz", {"params": {"name": SENTINEL_NAME}}),
+    ("GET", "/readyz", {"headers": {"X-Patient": SENTINEL_NAME}}),
+    ("GET", f"/Patient/{SENTINEL_NHS}", {}),
+    ("GET", "/fhir/Patient", {"params": {"identifier": SENTINEL_NHS, "family": SENTINEL_NAME}}),
+    ("POST", "/fhir/Patient", {"json": PATIENT}),
+    ("PUT", f"/fhir/Patient/{SENTINEL_NAME}", {"json": PATIENT}),
+    ("POST", "/fhir", {"content": b"{not json " + SENTINEL_NAME.encode()}),
+]
+
+
+def test_no_sentinel_reaches_the_logs(
+    database: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    configure_logging("DEBUG", json=True)
+    caplog.set_level(logging.DEBUG)
+    settings = Settings(database_url=database, sql_echo=True, log_level="DEBUG")
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            for method, path, kwargs in REQUESTS:
+                client.request(method, path, **kwargs)  # type: ignore[arg-type]
+    finally:
+        logging.getLogger().handlers.clear()
+    captured = capfd.readouterr()
+    written = captured.out + captured.err + "\n".join(r.getMessage() for r in caplog.records)
+    assert "sharedcare.access" in written, "the access log must be part of what is checked"
+    leaked = [s for s in SENTINELS if s in written]
+    assert leaked == [], "patient data reached a log line"

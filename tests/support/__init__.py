@@ -1,0 +1,1 @@
+"""Test support code (fixtures' helpers). Not product code."""
