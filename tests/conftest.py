@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, text
 
 from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
+from sharedcare.record.sqlstore import SqlStore
 from tests.support.postgres import Cluster, start_cluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,11 +51,38 @@ def postgres_url(postgres_cluster: Cluster) -> str:
     return postgres_cluster.url
 
 
-def _fresh_postgres_database(cluster: Cluster) -> str:
+def _migrate(url: str) -> None:
+    engine = create_engine(url)
+    upgrade(engine)
+    SqlStore(engine).ensure_params()
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_cluster: Cluster) -> str:
+    """A migrated database that fresh test databases are copied from."""
+    name = "sharedcare_template"
+    admin = create_engine(postgres_cluster.url)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    _migrate(postgres_cluster.url_for(name))
+    return name
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that fresh test databases are copied from."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+def _fresh_postgres_database(cluster: Cluster, template: str) -> str:
     name = f"sharedcare_test_{os.getpid()}_{next(_counter)}"
     admin = create_engine(cluster.url)
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     admin.dispose()
     return cluster.url_for(name)
 
@@ -62,13 +91,12 @@ def _fresh_postgres_database(cluster: Cluster) -> str:
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """URL of a fresh, migrated database: SQLite file or PostgreSQL database."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'sharedcare.db'}"
-    else:
-        url = _fresh_postgres_database(request.getfixturevalue("postgres_cluster"))
-    engine = create_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
+        path = tmp_path / "sharedcare.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    return _fresh_postgres_database(
+        request.getfixturevalue("postgres_cluster"), request.getfixturevalue("postgres_template")
+    )
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 Core features are written as plugins on these hooks, and so can third parties'
 (installed packages that declare a ``sharedcare`` entry point).
 
+* :func:`check_access` lets the access policy refuse an interaction with the record.
 * :func:`collect_status` lets each domain add its figures to the platform status.
 * :func:`register_routes` lets delivery modules add routes to the web application.
 * :func:`register_commands` lets modules add commands to the ``sharedcare`` CLI.
@@ -27,7 +28,9 @@ hookimpl = pluggy.HookimplMarker("sharedcare")
 #: Modules that implement core features on the hooks, loaded in this order.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "sharedcare.db.status",
+    "sharedcare.record.status",
     "sharedcare.api.health",
+    "sharedcare.api.fhir",
     "sharedcare.web.home",
 )
 
@@ -38,6 +41,19 @@ class HookSpecs:
     @hookspec
     def collect_status(self, connection: Connection, status: PlatformStatus) -> None:
         """Add this plugin's figures to ``status`` (organisations, people, resources, feeds)."""
+
+    @hookspec
+    def check_access(
+        self,
+        context: Any,
+        interaction: str,
+        resource_type: str | None,
+        resource_id: str | None,
+    ) -> str | None:
+        """Return a reason to refuse the interaction, or ``None`` to allow it.
+
+        Called by the record's gate before every interaction. Any plugin refusing refuses.
+        """
 
     @hookspec
     def register_routes(self, app: Any) -> None:

@@ -20,6 +20,7 @@ from sharedcare.config import Settings, get_settings
 from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
 from sharedcare.plugins import plugin_manager
+from sharedcare.record.sqlstore import SqlStore
 
 access_log = logging.getLogger("sharedcare.access")
 
@@ -43,6 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auto_migrate:
             upgrade(engine)
         app.state.engine = engine
+        app.state.store = SqlStore(engine)
+        if settings.auto_migrate:
+            app.state.store.ensure_params()
         try:
             yield
         finally:

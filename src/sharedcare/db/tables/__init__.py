@@ -7,5 +7,37 @@ API schemas (pydantic) are kept apart from these tables, in the ``api`` package.
 
 from sharedcare.db.tables.base import Base, personal_data, personal_data_columns
 from sharedcare.db.tables.platform import Feed, Organisation
+from sharedcare.db.tables.record import (
+    AuditRecord,
+    IdxComposite,
+    IdxDate,
+    IdxNumber,
+    IdxQuantity,
+    IdxReference,
+    IdxString,
+    IdxToken,
+    IdxUri,
+    Resource,
+    ResourceHistory,
+    SearchParamId,
+)
 
-__all__ = ["Base", "Feed", "Organisation", "personal_data", "personal_data_columns"]
+__all__ = [
+    "AuditRecord",
+    "Base",
+    "Feed",
+    "IdxComposite",
+    "IdxDate",
+    "IdxNumber",
+    "IdxQuantity",
+    "IdxReference",
+    "IdxString",
+    "IdxToken",
+    "IdxUri",
+    "Organisation",
+    "Resource",
+    "ResourceHistory",
+    "SearchParamId",
+    "personal_data",
+    "personal_data_columns",
+]

@@ -1,0 +1,398 @@
+"""The FHIR R4 REST API at ``/fhir`` (https://hl7.org/fhir/R4/http.html).
+
+Delivery only: each handler parses the HTTP request, calls the per-request
+:class:`~sharedcare.record.repository.Repository`, and renders the result. Resources go out
+as the JSON bytes the store holds, spliced into bundles without being re-encoded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from sharedcare.api.responses import FhirJsonResponse
+from sharedcare.fhir.validation import operation_outcome
+from sharedcare.plugins import hookimpl
+from sharedcare.record.bundles import process_bundle
+from sharedcare.record.capability import capability_statement
+from sharedcare.record.context import RequestContext
+from sharedcare.record.errors import InvalidRequest, RecordError, UnsupportedMediaType
+from sharedcare.record.instants import to_http_date, to_instant
+from sharedcare.record.repository import Repository, SearchPage
+from sharedcare.record.sqlstore import SqlStore, StoredResource
+
+FHIR_JSON = "application/fhir+json"
+router = APIRouter(prefix="/fhir", tags=["FHIR"])
+
+
+def request_context(request: Request) -> RequestContext:
+    """Build the caller's context from the request.
+
+    Until the access issue adds authentication, callers say who they are in headers:
+    ``X-Sharedcare-User``, ``-Organisation``, ``-Role``, ``-Purpose`` and ``-Feed``.
+    """
+    headers = request.headers
+    client = request.client.host if request.client else "unknown"
+    return RequestContext(
+        user=headers.get("x-sharedcare-user", "anonymous")[:200],
+        organisation=headers.get("x-sharedcare-organisation"),
+        role=headers.get("x-sharedcare-role", "clinician"),
+        purpose=headers.get("x-sharedcare-purpose", "TREAT"),
+        source=client,
+        request_id=headers.get("x-request-id", ""),
+        feed=headers.get("x-sharedcare-feed"),
+    )
+
+
+def repository(request: Request) -> Repository:
+    """One repository per request, built from the caller's identity."""
+    store: SqlStore = request.app.state.store
+    return Repository(store, request_context(request))
+
+
+RepositoryDep = Annotated[Repository, Depends(repository)]
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _resource_response(
+    stored: StoredResource, status: int = 200, *, location: str | None = None
+) -> Response:
+    headers = {
+        "ETag": f'W/"{stored.version_id}"',
+        "Last-Modified": to_http_date(stored.last_updated),
+    }
+    if location:
+        headers["Location"] = location
+    return Response(stored.content, status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+async def _body(request: Request) -> Any:
+    content_type = request.headers.get("content-type", FHIR_JSON).split(";")[0].strip()
+    if content_type not in {FHIR_JSON, "application/json", "application/json+fhir", ""}:
+        raise UnsupportedMediaType(
+            f"content type {content_type} is not supported; send application/fhir+json"
+        )
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequest(
+            f"the body is not valid JSON (at character {error.pos}); send a FHIR JSON resource"
+        ) from None
+
+
+def _bundle(
+    kind: str,
+    entries: list[dict[str, Any]],
+    *,
+    total: int | None,
+    links: list[tuple[str, str]],
+) -> Response:
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": kind}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = [{"relation": r, "url": u} for r, u in links]
+    bundle["entry"] = entries
+    return Response(orjson.dumps(bundle), media_type=FHIR_JSON)
+
+
+def _entry(base: str, stored: StoredResource, mode: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"fullUrl": f"{base}/{stored.resource_type}/{stored.id}"}
+    if stored.content is not None:
+        entry["resource"] = orjson.Fragment(stored.content)
+    if mode:
+        entry["search"] = {"mode": mode}
+    return entry
+
+
+def _history_entry(base: str, stored: StoredResource) -> dict[str, Any]:
+    entry = _entry(base, stored)
+    if stored.deleted:
+        method, status = "DELETE", "204 No Content"
+    elif stored.version_id == 1:
+        method, status = "POST", "201 Created"
+    else:
+        method, status = "PUT", "200 OK"
+    url = f"{stored.resource_type}" + (f"/{stored.id}" if method != "POST" else "")
+    entry["request"] = {"method": method, "url": url}
+    entry["response"] = {
+        "status": status,
+        "etag": f'W/"{stored.version_id}"',
+        "lastModified": to_instant(stored.last_updated),
+    }
+    return entry
+
+
+def _paging_links(
+    url: str, query: list[tuple[str, str]], count: int, offset: int, total: int | None, shown: int
+) -> list[tuple[str, str]]:
+    def link(new_offset: int) -> str:
+        params = [(k, v) for k, v in query if k not in {"_offset", "_count"}]
+        params += [("_count", str(count)), ("_offset", str(new_offset))]
+        return f"{url}?{urlencode(params)}"
+
+    links = [("self", link(offset))]
+    more = shown == count and (total is None or offset + count < total)
+    if more:
+        links.append(("next", link(offset + count)))
+    if offset > 0:
+        links.append(("previous", link(max(0, offset - count))))
+    return links
+
+
+def _int_param(request: Request, name: str, default: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a whole number", expression=name) from None
+    if not 0 <= value <= high:
+        raise InvalidRequest(f"{name} must be between 0 and {high}", expression=name)
+    return value
+
+
+# -- whole system -----------------------------------------------------------------------
+
+
+@router.get("/metadata")
+def metadata(request: Request) -> Response:
+    """The CapabilityStatement (https://hl7.org/fhir/R4/http.html#capabilities)."""
+    return FhirJsonResponse(capability_statement(_base(request)))
+
+
+@router.post("")
+async def bundle(request: Request, repo: RepositoryDep) -> Response:
+    """Batch or transaction (https://hl7.org/fhir/R4/http.html#transaction)."""
+    body = await _body(request)
+    result = await run_in_threadpool(process_bundle, repo, body)
+    return FhirJsonResponse(result)
+
+
+@router.get("/_history")
+def system_history(request: Request, repo: RepositoryDep) -> Response:
+    """System history (https://hl7.org/fhir/R4/http.html#history)."""
+    return _history(request, repo, None, None)
+
+
+def _history(request: Request, repo: Repository, rtype: str | None, id: str | None) -> Response:
+    count = _int_param(request, "_count", 50, 1000)
+    offset = _int_param(request, "_offset", 0, 10_000_000)
+    since = request.query_params.get("_since")
+    versions, total = repo.history(rtype, id, since=since, count=count, offset=offset)
+    base = _base(request)
+    url = str(request.url).split("?")[0]
+    links = _paging_links(
+        url, list(request.query_params.multi_items()), count, offset, total, len(versions)
+    )
+    return _bundle("history", [_history_entry(base, v) for v in versions], total=total, links=links)
+
+
+# -- type level -------------------------------------------------------------------------
+
+
+@router.get("/{rtype}/_history")
+def type_history(rtype: str, request: Request, repo: RepositoryDep) -> Response:
+    """Type history."""
+    return _history(request, repo, rtype, None)
+
+
+@router.post("/{rtype}/$validate")
+async def validate_type(rtype: str, request: Request, repo: RepositoryDep) -> Response:
+    """``$validate`` (https://hl7.org/fhir/R4/resource-operation-validate.html)."""
+    body = await _body(request)
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        body = next(
+            (p.get("resource") for p in body.get("parameter", []) if p.get("name") == "resource"),
+            None,
+        )
+    if not isinstance(body, dict):
+        raise InvalidRequest("$validate takes a resource, or Parameters with a resource")
+    issues = repo.validate_only(body)
+    outcome = operation_outcome(issues)
+    if not outcome.get("issue"):
+        outcome["issue"] = [
+            {"severity": "information", "code": "informational", "diagnostics": "No issues"}
+        ]
+    return FhirJsonResponse(outcome)
+
+
+@router.post("/{rtype}/_search")
+async def search_post(rtype: str, request: Request, repo: RepositoryDep) -> Response:
+    """Search via POST with form-encoded parameters."""
+    form = await request.form()
+    params = [(k, str(v)) for k, v in form.multi_items()]
+    params += list(request.query_params.multi_items())
+    return _search(request, repo, rtype, params)
+
+
+def _strict(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return "handling=strict" in prefer.replace(" ", "")
+
+
+def _search(
+    request: Request,
+    repo: Repository,
+    rtype: str,
+    params: list[tuple[str, str]],
+    compartment: tuple[str, str] | None = None,
+) -> Response:
+    page: SearchPage = repo.search(rtype, params, strict=_strict(request), compartment=compartment)
+    base = _base(request)
+    url = str(request.url).split("?")[0].replace("/_search", "")
+    used = [(k, v) for k, v in page.request.used_query() if k != "_count"]
+    links = _paging_links(
+        url, used, page.request.count, page.request.offset, page.total, len(page.matches)
+    )
+    entries = [_entry(base, s, "match") for s in page.matches]
+    entries += [_entry(base, s, "include") for s in page.included]
+    return _bundle("searchset", entries, total=page.total, links=links)
+
+
+@router.get("/{rtype}")
+def search(rtype: str, request: Request, repo: RepositoryDep) -> Response:
+    """Search (https://hl7.org/fhir/R4/http.html#search)."""
+    return _search(request, repo, rtype, list(request.query_params.multi_items()))
+
+
+@router.post("/{rtype}")
+async def create(
+    rtype: str,
+    request: Request,
+    repo: RepositoryDep,
+    if_none_exist: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Create, or conditional create with ``If-None-Exist``."""
+    body = await _body(request)
+    if not isinstance(body, dict) or body.get("resourceType") != rtype:
+        raise InvalidRequest(f"the body must be a {rtype} resource", expression="resourceType")
+    outcome = await run_in_threadpool(repo.create, body, if_none_exist=if_none_exist)
+    stored = outcome.stored
+    location = f"{_base(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
+    return _resource_response(stored, 201 if outcome.created else 200, location=location)
+
+
+@router.put("/{rtype}")
+async def conditional_update(rtype: str, request: Request, repo: RepositoryDep) -> Response:
+    """Conditional update (https://hl7.org/fhir/R4/http.html#cond-update)."""
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a FHIR resource")
+    criteria = request.url.query
+    outcome = await run_in_threadpool(repo.conditional_update, rtype, criteria, body)
+    stored = outcome.stored
+    location = f"{_base(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
+    return _resource_response(stored, 201 if outcome.created else 200, location=location)
+
+
+@router.delete("/{rtype}")
+def conditional_delete(rtype: str, request: Request, repo: RepositoryDep) -> Response:
+    """Conditional delete (https://hl7.org/fhir/R4/http.html#cdelete)."""
+    repo.conditional_delete(rtype, request.url.query)
+    return Response(status_code=204)
+
+
+# -- instance level ---------------------------------------------------------------------
+
+
+@router.get("/Patient/{id}/$everything")
+def everything(id: str, request: Request, repo: RepositoryDep) -> Response:
+    """``Patient/{id}/$everything`` with ``_since``, ``_type``, ``_count`` and paging."""
+    count = _int_param(request, "_count", 100, 1000)
+    offset = _int_param(request, "_offset", 0, 10_000_000)
+    types_param = request.query_params.get("_type")
+    types = [t for t in types_param.split(",") if t] if types_param else None
+    resources, total = repo.everything(
+        id,
+        since=request.query_params.get("_since"),
+        types=types,
+        count=count,
+        offset=offset,
+    )
+    base = _base(request)
+    url = str(request.url).split("?")[0]
+    links = _paging_links(
+        url, list(request.query_params.multi_items()), count, offset, total, len(resources)
+    )
+    return _bundle(
+        "searchset", [_entry(base, s, "match") for s in resources], total=total, links=links
+    )
+
+
+@router.get("/{rtype}/{id}/_history/{vid}")
+def vread(rtype: str, id: str, vid: str, repo: RepositoryDep) -> Response:
+    """vread (https://hl7.org/fhir/R4/http.html#vread)."""
+    return _resource_response(repo.vread(rtype, id, vid))
+
+
+@router.get("/{rtype}/{id}/_history")
+def instance_history(rtype: str, id: str, request: Request, repo: RepositoryDep) -> Response:
+    """Instance history."""
+    return _history(request, repo, rtype, id)
+
+
+@router.post("/{rtype}/{id}/$validate")
+async def validate_instance(rtype: str, id: str, request: Request, repo: RepositoryDep) -> Response:
+    """``$validate`` against an instance."""
+    return await validate_type(rtype, request, repo)
+
+
+@router.get("/Patient/{id}/{rtype}")
+def compartment_search(id: str, rtype: str, request: Request, repo: RepositoryDep) -> Response:
+    """Patient compartment search (https://hl7.org/fhir/R4/compartmentdefinition-patient.html)."""
+    params = list(request.query_params.multi_items())
+    return _search(request, repo, rtype, params, compartment=("Patient", id))
+
+
+@router.get("/{rtype}/{id}")
+def read(rtype: str, id: str, repo: RepositoryDep) -> Response:
+    """read (https://hl7.org/fhir/R4/http.html#read)."""
+    return _resource_response(repo.read(rtype, id))
+
+
+@router.put("/{rtype}/{id}")
+async def update(
+    rtype: str,
+    id: str,
+    request: Request,
+    repo: RepositoryDep,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """update, including update-as-create, with ``If-Match`` locking."""
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a FHIR resource")
+    outcome = await run_in_threadpool(repo.update, rtype, id, body, if_match=if_match)
+    stored = outcome.stored
+    location = f"{_base(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
+    return _resource_response(stored, 201 if outcome.created else 200, location=location)
+
+
+@router.delete("/{rtype}/{id}")
+def delete(rtype: str, id: str, repo: RepositoryDep) -> Response:
+    """delete (https://hl7.org/fhir/R4/http.html#delete)."""
+    stored = repo.delete(rtype, id)
+    headers = {"ETag": f'W/"{stored.version_id}"'} if stored else {}
+    return Response(status_code=204, headers=headers)
+
+
+async def _record_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RecordError)
+    return FhirJsonResponse(exc.outcome(), status_code=exc.status)
+
+
+@hookimpl
+def register_routes(app: Any) -> None:
+    """Mount the FHIR API and its error handler; give the app its SQL store."""
+    app.include_router(router)
+    app.add_exception_handler(RecordError, _record_error)

@@ -1,0 +1,234 @@
+"""The FHIR record: current resources, their history, typed search indexes and the audit trail.
+
+Design (see ``docs/decisions/0008-record-storage.md``): one ``resource`` table holds the
+current version of every resource as JSON (``jsonb`` on PostgreSQL, text on SQLite) with a
+compact integer key; ``resource_history`` holds every earlier version. Search values,
+extracted from the official R4 SearchParameter expressions, live in one narrow table per
+parameter type, keyed by the resource's integer key and a small integer parameter id.
+Timestamps are epoch microseconds (UTC) so that date searches compare integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from sharedcare.db.tables.base import Base, personal_data
+
+# SQLite stores the integer key as INTEGER PRIMARY KEY (the rowid); PostgreSQL as BIGINT.
+BigKey = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class JsonDocument(TypeDecorator[bytes]):
+    """A JSON document passed as serialised bytes: ``jsonb`` on PostgreSQL, text on SQLite.
+
+    The store serialises with orjson once and hands the bytes straight to the driver, so no
+    JSON is parsed or re-encoded in Python on the write path.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(Text())
+
+    def bind_processor(self, dialect: Any) -> Any:
+        if dialect.name == "postgresql":
+            from psycopg.types.json import Jsonb
+
+            def to_jsonb(value: bytes | None) -> Any:
+                return None if value is None else Jsonb(value, dumps=_identity)
+
+            return to_jsonb
+
+        def to_text(value: bytes | None) -> str | None:
+            return None if value is None else value.decode()
+
+        return to_text
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        return None
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class Resource(Base):
+    """The current version of each resource (deleted ones keep a row with no content)."""
+
+    __tablename__ = "resource"
+    __table_args__ = (
+        UniqueConstraint("resource_type", "id"),
+        Index("ix_resource_type_updated", "resource_type", "last_updated"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[int] = mapped_column(BigInteger, doc="epoch microseconds, UTC")
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    content: Mapped[bytes | None] = personal_data(JsonDocument())
+
+
+class ResourceHistory(Base):
+    """Every earlier version of each resource."""
+
+    __tablename__ = "resource_history"
+
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_updated: Mapped[int] = mapped_column(BigInteger, index=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    content: Mapped[bytes | None] = personal_data(JsonDocument())
+
+
+class SearchParamId(Base):
+    """Small integer ids for (resource type, search parameter code) pairs."""
+
+    __tablename__ = "search_param"
+    __table_args__ = (UniqueConstraint("resource_type", "code"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(100))
+
+
+_WITHOUT_ROWID = {"sqlite_with_rowid": False}
+
+
+class IdxString(Base):
+    """String parameters: normalised (lower-case, accent-folded) and exact values.
+
+    In every index table the primary key leads with the parameter and value, so it is the
+    search index itself; a second index on ``res`` serves rewrites. Absent parts are stored as
+    empty strings so they can sit in the key.
+    """
+
+    __tablename__ = "idx_string"
+    __table_args__ = (Index("ix_idx_string_res", "res"), _WITHOUT_ROWID)
+
+    param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    value: Mapped[str] = personal_data(Text(), primary_key=True)
+    exact: Mapped[str] = personal_data(Text(), primary_key=True)
+    res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class IdxToken(Base):
+    """Token parameters: code, system and normalised display text (for ``:text``)."""
+
+    __tablename__ = "idx_token"
+    __table_args__ = (Index("ix_idx_token_res", "res"), _WITHOUT_ROWID)
+
+    param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    code: Mapped[str] = personal_data(Text(), primary_key=True)
+    system: Mapped[str] = mapped_column(Text(), primary_key=True)
+    res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    text: Mapped[str] = personal_data(Text(), primary_key=True)
+
+
+class IdxReference(Base):
+    """Reference parameters: target id and type, version, or an absolute URL."""
+
+    __tablename__ = "idx_reference"
+    __table_args__ = (Index("ix_idx_reference_res", "res"), _WITHOUT_ROWID)
+
+    param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    target_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text(), primary_key=True)
+
+
+class IdxDate(Base):
+    """Date parameters as ranges [low, high) in epoch microseconds."""
+
+    __tablename__ = "idx_date"
+    __table_args__ = (Index("ix_idx_date_res", "res"), _WITHOUT_ROWID)
+
+    param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    low: Mapped[int] = personal_data(BigInteger(), primary_key=True)
+    high: Mapped[int] = personal_data(BigInteger(), primary_key=True)
+    res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class IdxNumber(Base):
+    """Number parameters."""
+
+    __tablename__ = "idx_number"
+    __table_args__ = (Index("ix_idx_number_res", "res"), _WITHOUT_ROWID)
+
+    param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    value: Mapped[Any] = mapped_column(Numeric(asdecimal=True), primary_key=True)
+    res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class IdxQuantity(Base):
+    """Quantity parameters: value with code, system and unit."""
+
+    __tablename__ = "idx_quantity"
+    __table_args__ = (Index("ix_idx_quantity_res", "res"), _WITHOUT_ROWID)
+
+    param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    value: Mapped[Any] = mapped_column(Numeric(asdecimal=True), primary_key=True)
+    code: Mapped[str] = mapped_column(Text(), primary_key=True)
+    system: Mapped[str] = mapped_column(Text(), primary_key=True)
+    unit: Mapped[str] = mapped_column(Text(), primary_key=True)
+    res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class IdxUri(Base):
+    """URI parameters."""
+
+    __tablename__ = "idx_uri"
+    __table_args__ = (Index("ix_idx_uri_res", "res"), _WITHOUT_ROWID)
+
+    param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    uri: Mapped[str] = mapped_column(Text(), primary_key=True)
+    res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class IdxComposite(Base):
+    """Composite parameters: the component values as a canonical JSON array."""
+
+    __tablename__ = "idx_composite"
+    __table_args__ = (Index("ix_idx_composite_res", "res"), _WITHOUT_ROWID)
+
+    param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    components: Mapped[str] = personal_data(Text(), primary_key=True)
+    res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class AuditRecord(Base):
+    """One AuditEvent (IHE Basic Audit Log Patterns shape) per interaction, append-only."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_recorded", "recorded"),)
+
+    pk: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    recorded: Mapped[int] = mapped_column(BigInteger, doc="epoch microseconds, UTC")
+    interaction: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(4), doc="FHIR AuditEvent.outcome: 0, 4, 8, 12")
+    agent: Mapped[str] = mapped_column(String(200))
+    patient: Mapped[str | None] = personal_data(String(100), index=True)
+    content: Mapped[bytes] = personal_data(JsonDocument())

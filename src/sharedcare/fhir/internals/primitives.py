@@ -1,0 +1,185 @@
+"""FHIR primitive types: JSON representation checks and date precision ranges.
+
+Rules: https://hl7.org/fhir/R4/datatypes.html#primitive and
+https://hl7.org/fhir/R4/json.html#primitive. The regular expressions come from the official
+R4 JSON schema (distilled into the package data by ``definitions.build``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+
+from sharedcare.fhir.definitions.model import raw_model
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+#: Epoch microseconds used for an open lower bound (0001-01-01T00:00:00Z).
+DATE_MIN = -62135596800000000
+#: Epoch microseconds used for an open upper bound (10000-01-01T00:00:00Z, exclusive).
+DATE_MAX = 253402300800000000
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_DAY_US = 86_400_000_000
+_SECOND_US = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_NUMBER_TYPES = frozenset({"decimal", "integer", "positiveInt", "unsignedInt", "integer64"})
+# Active content that R4 narrative forbids (txt-1: basic HTML only). A deny-list, not a parser.
+_ACTIVE_CONTENT = re.compile(
+    r"<\s*(script|object|applet|embed|iframe|frame|frameset|form|input|button|textarea|select"
+    r"|style|link|meta|base)\b|<[^>]*\son[a-z]+\s*=|<[^>]*=\s*[\"']?\s*javascript\s*:",
+    re.IGNORECASE,
+)
+_NOT_PLAIN_STRINGS = frozenset({"boolean", "date", "dateTime", "instant", "xhtml"})
+
+
+@cache
+def _patterns() -> dict[str, re.Pattern[str]]:
+    out: dict[str, re.Pattern[str]] = {}
+    for name, pattern in raw_model()["primitives"].items():
+        if not pattern:
+            continue
+        body = pattern.removeprefix("^").removesuffix("$")
+        out[name] = re.compile(body)
+    return out
+
+
+Problem = tuple[str, str]
+Checker = Callable[[object], "Problem | None"]
+
+
+@cache
+def checker(type_code: str) -> Checker:
+    """Return a fast checker for one primitive type (same results as check_primitive)."""
+    pat = _patterns().get(type_code)
+    if pat is None or type_code in _NUMBER_TYPES or type_code in _NOT_PLAIN_STRINGS:
+        return lambda value: check_primitive(type_code, value)
+    wrong_type: Problem = ("structure", f"must be a JSON string ({type_code})")
+    bad_format: Problem = (
+        "value",
+        f"is not a valid FHIR {type_code}; see https://hl7.org/fhir/R4/datatypes.html#{type_code}",
+    )
+    fullmatch = pat.fullmatch
+
+    def check(value: object) -> Problem | None:
+        if type(value) is not str:
+            return wrong_type
+        if fullmatch(value) is None:
+            return bad_format
+        return None
+
+    return check
+
+
+def check_primitive(type_code: str, value: object) -> tuple[str, str] | None:
+    """Check one JSON primitive value against its FHIR type.
+
+    Args:
+        type_code: FHIR primitive type name (``date``, ``code``, ``positiveInt`` ...).
+        value: The decoded JSON value.
+
+    Returns:
+        ``None`` when valid, else ``(issue code, message)``. The message never contains
+        the value itself.
+    """
+    if type_code == "boolean":
+        if value is True or value is False:
+            return None
+        return "structure", "must be a JSON boolean (true or false)"
+    if type_code in _NUMBER_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "structure", f"must be a JSON number ({type_code})"
+        if type_code == "decimal":
+            return None
+        if isinstance(value, float) and not value.is_integer():
+            return "value", f"must be a whole number ({type_code})"
+        n = int(value)
+        if type_code == "positiveInt" and n < 1:
+            return "value", "must be 1 or more (positiveInt)"
+        if type_code == "unsignedInt" and n < 0:
+            return "value", "must be 0 or more (unsignedInt)"
+        if n < INT32_MIN or n > INT32_MAX:
+            return "value", f"is outside the 32-bit range allowed for {type_code}"
+        return None
+    if not isinstance(value, str):
+        return "structure", f"must be a JSON string ({type_code})"
+    if type_code == "xhtml":
+        if not value.lstrip().startswith("<div"):
+            return "value", "narrative must be an XHTML <div> element"
+        if _ACTIVE_CONTENT.search(value):
+            return (
+                "invariant",
+                "narrative must not contain scripts, forms, frames, styles, event handler "
+                "attributes or javascript: links (txt-1, txt-2; "
+                "https://hl7.org/fhir/R4/narrative.html#security)",
+            )
+        return None
+    pat = _patterns().get(type_code)
+    if pat is not None and pat.fullmatch(value) is None:
+        return (
+            "value",
+            f"is not a valid FHIR {type_code}; see https://hl7.org/fhir/R4/datatypes.html#{type_code}",
+        )
+    if type_code in ("date", "dateTime", "instant") and len(value) >= 10:
+        try:
+            date(int(value[0:4]), int(value[5:7]), int(value[8:10]))
+        except ValueError:
+            return "value", f"is not a real calendar date ({type_code})"
+    return None
+
+
+def _date_us(y: int, m: int, d: int) -> int:
+    return (date(y, m, d).toordinal() - _EPOCH_ORDINAL) * _DAY_US
+
+
+def date_range(text: str) -> tuple[int, int] | None:
+    """Return the ``[low, high)`` epoch-microsecond range a FHIR date/dateTime/instant covers.
+
+    Implements the implicit precision of https://hl7.org/fhir/R4/search.html#date:
+    ``2020`` covers ``[2020-01-01T00:00Z, 2021-01-01T00:00Z)``, ``2020-05-03T10:00:00Z``
+    covers one second, ``...:00.123Z`` one millisecond. Values without a time zone (dates)
+    are taken as UTC.
+
+    Returns:
+        The range, or ``None`` if the text is not a valid FHIR date/time.
+    """
+    n = len(text)
+    try:
+        if n == 4:
+            y = int(text)
+            return _date_us(y, 1, 1), (_date_us(y + 1, 1, 1) if y < 9999 else DATE_MAX)
+        if n == 7:
+            y, m = int(text[0:4]), int(text[5:7])
+            high = (
+                _date_us(y + 1, 1, 1)
+                if m == 12 and y < 9999
+                else (DATE_MAX if m == 12 else _date_us(y, m + 1, 1))
+            )
+            return _date_us(y, m, 1), high
+        if n == 10:
+            low = _date_us(int(text[0:4]), int(text[5:7]), int(text[8:10]))
+            return low, low + _DAY_US
+        if n < 20 or text[10] != "T":
+            return None
+        fixed = text
+        if text[17:19] == "60":  # leap second: count it as the last second of the minute
+            fixed = text[:17] + "59" + text[19:]
+        dt = datetime.fromisoformat(fixed)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        low = (dt - _EPOCH) // timedelta(microseconds=1)
+        dot = text.find(".", 19)
+        if dot == -1:
+            return low, low + _SECOND_US
+        end = dot + 1
+        while end < n and text[end].isdigit():
+            end += 1
+        digits = end - dot - 1
+        step = 10 ** max(0, 6 - digits) if digits else _SECOND_US
+        return low, low + step
+    except ValueError:
+        return None

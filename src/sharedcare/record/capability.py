@@ -1,0 +1,85 @@
+"""The CapabilityStatement, generated from what the record implements.
+
+https://hl7.org/fhir/R4/capabilitystatement.html — every resource type of R4 with the
+interactions the repository supports and every search parameter the store indexes.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sharedcare import __version__
+from sharedcare.fhir.definitions import resource_types, search_parameters
+
+INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+SEARCHABLE_TYPES = ("number", "date", "string", "token", "reference", "quantity", "uri")
+
+
+@cache
+def capability_statement(base_url: str) -> dict[str, Any]:
+    """The server's CapabilityStatement for ``base_url`` (e.g. ``http://host/fhir``)."""
+    resources = []
+    for rtype in resource_types():
+        params = [
+            {"name": code, "definition": p.url, "type": p.type}
+            for code, p in sorted(search_parameters(rtype).items())
+            if p.type in SEARCHABLE_TYPES and (p.expression is not None or code == "_id")
+        ]
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "interaction": [{"code": code} for code in INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "referencePolicy": ["literal", "logical"],
+            "searchParam": params,
+            "operation": [
+                {
+                    "name": "validate",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                }
+            ],
+        }
+        if rtype == "Patient":
+            entry["operation"].append(
+                {
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                }
+            )
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-21",
+        "kind": "instance",
+        "software": {"name": "sharedcare", "version": __version__},
+        "implementation": {"description": "sharedcare shared care record", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
+            }
+        ],
+    }

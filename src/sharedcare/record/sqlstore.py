@@ -1,0 +1,488 @@
+"""The SQL store: resources, versions and search-index rows on SQLite and PostgreSQL.
+
+The store knows tables and rows, not FHIR rules: the repository prepares each write
+(validated JSON bytes and extracted index values) and the store applies a whole batch in a
+handful of round trips, whatever its size:
+
+1. one ``SELECT`` finds which resources already exist;
+2. their current rows are copied to ``resource_history`` in one ``INSERT … SELECT``;
+3. new resources are inserted in one multi-row ``INSERT … RETURNING pk``; existing ones are
+   updated with one ``executemany``;
+4. old index rows are deleted with one ``DELETE`` per index table, and the new ones inserted
+   with one ``executemany`` per index table.
+
+One database round trip per entry is the known trap for FHIR servers; this avoids it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy import Text as SqlText
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.elements import ColumnElement
+
+from sharedcare.db.engine import write_connection
+from sharedcare.db.tables import (
+    IdxComposite,
+    IdxDate,
+    IdxNumber,
+    IdxQuantity,
+    IdxReference,
+    IdxString,
+    IdxToken,
+    IdxUri,
+    Resource,
+    ResourceHistory,
+    SearchParamId,
+)
+from sharedcare.fhir.definitions import resource_types, search_parameters
+from sharedcare.fhir.search_index import (
+    CompositeValue,
+    DateValue,
+    IndexValue,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+
+__all__ = ["INDEX_TABLES", "PendingWrite", "SqlStore", "StoredResource"]
+
+RESOURCE: Any = Resource.__table__
+HISTORY: Any = ResourceHistory.__table__
+INDEX_TABLES: dict[type, Table] = {
+    StringValue: IdxString.__table__,  # type: ignore[dict-item]
+    TokenValue: IdxToken.__table__,  # type: ignore[dict-item]
+    ReferenceValue: IdxReference.__table__,  # type: ignore[dict-item]
+    DateValue: IdxDate.__table__,  # type: ignore[dict-item]
+    NumberValue: IdxNumber.__table__,  # type: ignore[dict-item]
+    QuantityValue: IdxQuantity.__table__,  # type: ignore[dict-item]
+    UriValue: IdxUri.__table__,  # type: ignore[dict-item]
+    CompositeValue: IdxComposite.__table__,  # type: ignore[dict-item]
+}
+_CHUNK = 500  # rows per IN-list, within every database's parameter limits
+
+
+@dataclass(slots=True)
+class StoredResource:
+    """One version of a resource as stored. ``content`` is JSON bytes (``None`` if deleted)."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: int
+    deleted: bool
+    content: bytes | None
+
+    def json(self) -> dict[str, Any]:
+        """The resource parsed (an empty dict for a deletion)."""
+        return orjson.loads(self.content) if self.content else {}
+
+
+@dataclass(slots=True)
+class PendingWrite:
+    """One resource version the repository has prepared for the store."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: int
+    deleted: bool
+    content: bytes | None
+    index: list[IndexValue] = field(default_factory=list)
+    existed: bool = False
+
+
+def _blank(value: str | None) -> str:
+    return "" if value is None else value
+
+
+def _composite_key(components: Sequence[Any]) -> str:
+    return orjson.dumps([list(c) for c in components], default=str).decode()
+
+
+class SqlStore:
+    """Rows for one database. Thread-safe; share one per engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._param_ids: dict[tuple[str, str], int] = {}
+        self._param_names: dict[int, tuple[str, str]] = {}
+
+    # -- search parameter ids -------------------------------------------------------------
+
+    def ensure_params(self) -> None:
+        """Give every R4 search parameter a small integer id (once per database)."""
+        if self._param_ids:
+            return
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(SearchParamId.id, SearchParamId.resource_type, SearchParamId.code)
+            ).all()
+        known = {(t, c) for _, t, c in rows}
+        wanted = [
+            {"resource_type": rtype, "code": code}
+            for rtype in resource_types()
+            for code in search_parameters(rtype)
+            if (rtype, code) not in known
+        ]
+        wanted += [
+            {"resource_type": rtype, "code": f"{code}:identifier"}
+            for rtype in resource_types()
+            for code, param in search_parameters(rtype).items()
+            if param.type == "reference" and (rtype, f"{code}:identifier") not in known
+        ]
+        if wanted:
+            table: Any = SearchParamId.__table__
+            statement = (
+                pg_insert(table).on_conflict_do_nothing()
+                if self.dialect == "postgresql"
+                else sqlite_insert(table).on_conflict_do_nothing()
+            )
+            with write_connection(self.engine) as connection:
+                connection.execute(statement, wanted)
+            with self.engine.connect() as connection:
+                rows = connection.execute(
+                    select(SearchParamId.id, SearchParamId.resource_type, SearchParamId.code)
+                ).all()
+        self._param_ids = {(t, c): i for i, t, c in rows}
+        self._param_names = {i: (t, c) for i, t, c in rows}
+
+    def param_id(self, resource_type: str, code: str) -> int | None:
+        """The integer id of a search parameter, or ``None`` if it is not known."""
+        self.ensure_params()
+        return self._param_ids.get((resource_type, code))
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _content(self, column: Any) -> ColumnElement[Any]:
+        # PostgreSQL hands back jsonb as text, so it goes to the client without re-encoding.
+        return cast(column, SqlText) if self.dialect == "postgresql" else column
+
+    def _row(self, row: Any) -> StoredResource:
+        content = row.content
+        if isinstance(content, str):
+            content = content.encode()
+        return StoredResource(
+            row.resource_type, row.id, row.version_id, row.last_updated, row.deleted, content
+        )
+
+    def read(self, connection: Connection, resource_type: str, id: str) -> StoredResource | None:
+        """The current version of a resource (possibly a deletion), or ``None``."""
+        row = connection.execute(
+            select(
+                RESOURCE.c.resource_type,
+                RESOURCE.c.id,
+                RESOURCE.c.version_id,
+                RESOURCE.c.last_updated,
+                RESOURCE.c.deleted,
+                self._content(RESOURCE.c.content).label("content"),
+            ).where(RESOURCE.c.resource_type == resource_type, RESOURCE.c.id == id)
+        ).first()
+        return None if row is None else self._row(row)
+
+    def read_many(
+        self, connection: Connection, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredResource]:
+        """Current versions of several resources, keyed by (type, id)."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[tuple[str, str], StoredResource] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            rows = connection.execute(
+                select(
+                    RESOURCE.c.resource_type,
+                    RESOURCE.c.id,
+                    RESOURCE.c.version_id,
+                    RESOURCE.c.last_updated,
+                    RESOURCE.c.deleted,
+                    self._content(RESOURCE.c.content).label("content"),
+                ).where(_keys_in(chunk))
+            )
+            for row in rows:
+                found[(row.resource_type, row.id)] = self._row(row)
+        return found
+
+    def read_by_pks(self, connection: Connection, pks: Sequence[int]) -> list[StoredResource]:
+        """Current versions for resource keys, in the order given."""
+        by_pk: dict[int, StoredResource] = {}
+        for start in range(0, len(pks), _CHUNK):
+            rows = connection.execute(
+                select(
+                    RESOURCE.c.pk,
+                    RESOURCE.c.resource_type,
+                    RESOURCE.c.id,
+                    RESOURCE.c.version_id,
+                    RESOURCE.c.last_updated,
+                    RESOURCE.c.deleted,
+                    self._content(RESOURCE.c.content).label("content"),
+                ).where(RESOURCE.c.pk.in_(pks[start : start + _CHUNK]))
+            )
+            for row in rows:
+                by_pk[row.pk] = self._row(row)
+        return [by_pk[pk] for pk in pks if pk in by_pk]
+
+    def vread(
+        self, connection: Connection, resource_type: str, id: str, version_id: int
+    ) -> StoredResource | None:
+        """One version of a resource, current or historical."""
+        current = self.read(connection, resource_type, id)
+        if current is None or current.version_id == version_id:
+            return current if current and current.version_id == version_id else None
+        row = connection.execute(
+            select(
+                HISTORY.c.resource_type,
+                HISTORY.c.id,
+                HISTORY.c.version_id,
+                HISTORY.c.last_updated,
+                HISTORY.c.deleted,
+                self._content(HISTORY.c.content).label("content"),
+            ).where(
+                HISTORY.c.resource_type == resource_type,
+                HISTORY.c.id == id,
+                HISTORY.c.version_id == version_id,
+            )
+        ).first()
+        return None if row is None else self._row(row)
+
+    def history(
+        self,
+        connection: Connection,
+        *,
+        resource_type: str | None = None,
+        id: str | None = None,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[StoredResource], int]:
+        """Versions newest first, and how many there are in all.
+
+        Args:
+            resource_type: Limit to one type (type and instance history).
+            id: Limit to one resource (instance history).
+            since: Only versions updated at or after this instant (epoch µs).
+            before: Only versions updated before this instant (a stable page anchor).
+            limit: Page size.
+            offset: Versions to skip.
+        """
+        selects = []
+        for table in (RESOURCE, HISTORY):
+            query = select(
+                table.c.resource_type,
+                table.c.id,
+                table.c.version_id,
+                table.c.last_updated,
+                table.c.deleted,
+                self._content(table.c.content).label("content"),
+            )
+            if resource_type is not None:
+                query = query.where(table.c.resource_type == resource_type)
+            if id is not None:
+                query = query.where(table.c.id == id)
+            if since is not None:
+                query = query.where(table.c.last_updated >= since)
+            if before is not None:
+                query = query.where(table.c.last_updated < before)
+            selects.append(query)
+        union = selects[0].union_all(selects[1]).subquery()
+        total = connection.scalar(select(_count()).select_from(union)) or 0
+        rows = connection.execute(
+            select(union)
+            .order_by(union.c.last_updated.desc(), union.c.version_id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return [self._row(row) for row in rows], total
+
+    def counts_by_type(self, connection: Connection) -> dict[str, int]:
+        """Current (not deleted) resources per type."""
+        rows = connection.execute(
+            select(RESOURCE.c.resource_type, _count())
+            .where(RESOURCE.c.deleted.is_(False))
+            .group_by(RESOURCE.c.resource_type)
+        )
+        return {t: n for t, n in rows}
+
+    # -- writes -------------------------------------------------------------------------
+
+    def existing(
+        self, connection: Connection, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int, bool]]:
+        """(pk, version_id, deleted) for those of ``keys`` that exist."""
+        found: dict[tuple[str, str], tuple[int, int, bool]] = {}
+        for start in range(0, len(keys), _CHUNK):
+            rows = connection.execute(
+                select(
+                    RESOURCE.c.resource_type,
+                    RESOURCE.c.id,
+                    RESOURCE.c.pk,
+                    RESOURCE.c.version_id,
+                    RESOURCE.c.deleted,
+                ).where(
+                    tuple_(RESOURCE.c.resource_type, RESOURCE.c.id).in_(
+                        keys[start : start + _CHUNK]
+                    )
+                )
+            )
+            for t, i, pk, version, deleted in rows:
+                found[(t, i)] = (pk, version, deleted)
+        return found
+
+    def apply(self, connection: Connection, writes: Sequence[PendingWrite]) -> None:
+        """Apply prepared writes in the caller's transaction (see the module docstring)."""
+        if not writes:
+            return
+        self.ensure_params()
+        keys = [(w.resource_type, w.id) for w in writes]
+        existing = self.existing(connection, keys)
+        updates = [w for w in writes if (w.resource_type, w.id) in existing]
+        creates = [w for w in writes if (w.resource_type, w.id) not in existing]
+        pks: dict[tuple[str, str], int] = {}
+        if updates:
+            old_pks = [existing[(w.resource_type, w.id)][0] for w in updates]
+            for start in range(0, len(old_pks), _CHUNK):
+                chunk = old_pks[start : start + _CHUNK]
+                connection.execute(
+                    insert(HISTORY).from_select(
+                        ["resource_type", "id", "version_id", "last_updated", "deleted", "content"],
+                        select(
+                            RESOURCE.c.resource_type,
+                            RESOURCE.c.id,
+                            RESOURCE.c.version_id,
+                            RESOURCE.c.last_updated,
+                            RESOURCE.c.deleted,
+                            RESOURCE.c.content,
+                        ).where(RESOURCE.c.pk.in_(chunk)),
+                    )
+                )
+                for table in INDEX_TABLES.values():
+                    connection.execute(delete(table).where(table.c.res.in_(chunk)))
+            connection.execute(
+                update(RESOURCE)
+                .where(RESOURCE.c.pk == bindparam("b_pk"))
+                .values(
+                    version_id=bindparam("b_version"),
+                    last_updated=bindparam("b_updated"),
+                    deleted=bindparam("b_deleted"),
+                    content=bindparam("b_content", type_=RESOURCE.c.content.type),
+                ),
+                [
+                    {
+                        "b_pk": existing[(w.resource_type, w.id)][0],
+                        "b_version": w.version_id,
+                        "b_updated": w.last_updated,
+                        "b_deleted": w.deleted,
+                        "b_content": w.content,
+                    }
+                    for w in updates
+                ],
+            )
+            for w in updates:
+                pks[(w.resource_type, w.id)] = existing[(w.resource_type, w.id)][0]
+        if creates:
+            result = connection.execute(
+                insert(RESOURCE).returning(RESOURCE.c.pk, sort_by_parameter_order=True),
+                [
+                    {
+                        "resource_type": w.resource_type,
+                        "id": w.id,
+                        "version_id": w.version_id,
+                        "last_updated": w.last_updated,
+                        "deleted": w.deleted,
+                        "content": w.content,
+                    }
+                    for w in creates
+                ],
+            )
+            for w, pk in zip(creates, result.scalars(), strict=True):
+                pks[(w.resource_type, w.id)] = pk
+        self._insert_index(connection, writes, pks)
+
+    def _insert_index(
+        self,
+        connection: Connection,
+        writes: Sequence[PendingWrite],
+        pks: dict[tuple[str, str], int],
+    ) -> None:
+        rows: dict[Table, set[tuple[Any, ...]]] = defaultdict(set)
+        param_ids = self._param_ids
+        for w in writes:
+            if w.deleted:
+                continue
+            res = pks[(w.resource_type, w.id)]
+            for value in w.index:
+                param = param_ids.get((w.resource_type, value[0]))
+                if param is None:
+                    continue
+                row = _index_row(value, param, res)
+                if row is not None:
+                    rows[INDEX_TABLES[type(value)]].add(row)
+        for table, values in rows.items():
+            names = [c.name for c in table.columns]
+            connection.execute(insert(table), [dict(zip(names, v, strict=True)) for v in values])
+
+
+def _index_row(value: IndexValue, param: int, res: int) -> tuple[Any, ...] | None:
+    """The index-table row for one value, in the table's column order."""
+    if isinstance(value, TokenValue):
+        return (
+            param,
+            _blank(value.code)[:512],
+            _blank(value.system),
+            res,
+            _blank(value.text)[:512],
+        )
+    if isinstance(value, StringValue):
+        return (param, value.normalized[:512], value.exact[:512], res)
+    if isinstance(value, ReferenceValue):
+        return (
+            param,
+            _blank(value.target_id),
+            _blank(value.target_type),
+            res,
+            _blank(value.version),
+            _blank(value.url),
+        )
+    if isinstance(value, DateValue):
+        return (param, value.low, value.high, res)
+    if isinstance(value, NumberValue):
+        return (param, value.value, res)
+    if isinstance(value, QuantityValue):
+        code, system, unit = _blank(value.code), _blank(value.system), _blank(value.unit)
+        return (param, value.value, code, system, unit, res)
+    if isinstance(value, UriValue):
+        return (param, value.uri, res)
+    if isinstance(value, CompositeValue):
+        return (param, _composite_key(value.components), res)
+    return None
+
+
+def _keys_in(keys: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
+    return tuple_(RESOURCE.c.resource_type, RESOURCE.c.id).in_(keys)
+
+
+def _count() -> Any:
+    return func.count()
