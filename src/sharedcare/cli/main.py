@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from sharedcare import __version__
+from sharedcare.cli import load as load_command
 from sharedcare.cli.common import DatabaseOption, console, friendly_errors, settings_with
 from sharedcare.plugins import plugin_manager
 
@@ -97,4 +98,5 @@ def db_upgrade(database: str | None = DatabaseOption) -> None:
         console.print(f"database upgraded from {before or 'empty'} to {after}")
 
 
+load_command.register(app)
 plugin_manager().hook.register_commands(cli=app)

@@ -1,0 +1,252 @@
+"""The record store: transaction-bundle import, a CRUD mix, and disk per resource.
+
+Figures printed:
+
+* **Import**: synthetic patient bundles of ~100 resources each POSTed as transactions over
+  HTTP with concurrent clients, in resources/s, on PostgreSQL (2 server workers) and on
+  SQLite (1 worker). Published anchors (8 vCPU + an 8-CPU database): Aidbox 2,678 res/s,
+  HAPI 2,214, Medplum 764. Target: ≥ 3,000 res/s on PostgreSQL on this 2-core machine.
+* **SQLite ratio**: the same import in-process against a raw ``sqlite3`` ``executemany`` of
+  the same JSON, one transaction per bundle, measured in the same run. Target ≥ 50%.
+* **CRUD mix**: read, create, update and delete over 9 resource types with concurrent HTTP
+  clients, in requests/s. Target ≥ 1,500 req/s.
+* **Disk per resource** after the import. Target ≤ 2 KB (anchors: Microsoft 2.1 KB,
+  Aidbox 3.4 KB, HAPI 11.3 KB).
+
+Client and server share this machine's two cores, so HTTP figures include the client's cost.
+Set ``BENCH_BUNDLES`` to change the import size (default 120 bundles ≈ 12,000 resources).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+
+from benchmarks.common import load, percentile, served
+from benchmarks.fhir_bundles import patient_bundle
+from sharedcare.db.engine import create_engine
+from sharedcare.db.migrate import upgrade
+from sharedcare.record.bundles import process_bundle
+from sharedcare.record.context import RequestContext
+from sharedcare.record.repository import Repository
+from sharedcare.record.sqlstore import SqlStore
+from tests.support.postgres import start_cluster
+
+BUNDLES = int(os.environ.get("BENCH_BUNDLES", "120"))
+TABLES = (
+    "resource",
+    "resource_history",
+    "idx_string",
+    "idx_token",
+    "idx_reference",
+    "idx_date",
+    "idx_number",
+    "idx_quantity",
+    "idx_uri",
+    "idx_composite",
+)
+
+
+def _bundles(seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [patient_bundle(rng) for _ in range(BUNDLES)]
+
+
+def _http_import(base: str, bundles: list[dict[str, Any]], concurrency: int) -> float:
+    bodies = [orjson.dumps(b) for b in bundles]
+    headers = {"Content-Type": "application/fhir+json"}
+    resources = sum(len(b["entry"]) for b in bundles)
+    started = time.perf_counter()
+    _, latencies, errors = load(
+        base,
+        lambda i: ("POST", "/fhir", {"content": bodies[i], "headers": headers}),
+        total=len(bodies),
+        concurrency=concurrency,
+    )
+    elapsed = time.perf_counter() - started
+    if errors:
+        print(f"  ! {errors} bundles failed")
+    print(
+        f"  bundle latency p50 {percentile(latencies, 50):.0f} ms, "
+        f"p99 {percentile(latencies, 99):.0f} ms"
+    )
+    return resources / elapsed
+
+
+def _in_process_import(url: str, bundles: list[dict[str, Any]]) -> float:
+    engine = create_engine(url)
+    upgrade(engine)
+    store = SqlStore(engine)
+    store.ensure_params()
+    repo = Repository(store, RequestContext.system())
+    copies = orjson.loads(orjson.dumps(bundles))
+    resources = sum(len(b["entry"]) for b in copies)
+    started = time.perf_counter()
+    for bundle in copies:
+        process_bundle(repo, bundle)
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return resources / elapsed
+
+
+def _raw_sqlite(path: Path, bundles: list[dict[str, Any]]) -> float:
+    """A raw executemany of each bundle's resource JSON, one transaction per bundle."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY, type TEXT, content TEXT)")
+    rows_per_bundle = [
+        [(e["resource"]["resourceType"], orjson.dumps(e["resource"]).decode()) for e in b["entry"]]
+        for b in bundles
+    ]
+    resources = sum(len(r) for r in rows_per_bundle)
+    started = time.perf_counter()
+    for rows in rows_per_bundle:
+        connection.execute("BEGIN")
+        connection.executemany("INSERT INTO raw (type, content) VALUES (?, ?)", rows)
+        connection.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return resources / elapsed
+
+
+def _disk_postgres(url: str) -> tuple[int, int]:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        connection.execute(text("CHECKPOINT"))
+        size = sum(
+            connection.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar() or 0
+            for t in TABLES
+        )
+        count = connection.execute(text("SELECT count(*) FROM resource")).scalar() or 0
+    engine.dispose()
+    return size, count
+
+
+def _disk_sqlite(path: Path) -> tuple[int, int]:
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.execute("VACUUM")
+    count = connection.execute("SELECT count(*) FROM resource").fetchone()[0]
+    connection.close()
+    return path.stat().st_size, count
+
+
+def _crud_mix(base: str, total: int = 3000, concurrency: int = 8) -> None:
+    types: list[dict[str, Any]] = [
+        {"resourceType": "Patient", "gender": "female", "birthDate": "1970-01-01"},
+        {"resourceType": "Practitioner", "name": [{"family": "Khan"}]},
+        {"resourceType": "Organization", "name": "Dorset County Hospital"},
+        {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"}},
+        {"resourceType": "Condition", "subject": {"reference": "Patient/p"}},
+        {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/p"},
+            "medicationCodeableConcept": {"text": "x"},
+        },
+        {"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p"}},
+        {
+            "resourceType": "ServiceRequest",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/p"},
+        },
+    ]
+    headers = {"Content-Type": "application/fhir+json"}
+    # Seed 50 of each type with known ids so reads, updates and deletes have targets.
+    seeds = [dict(t, id=f"crud-{i}-{n}") for i, t in enumerate(types) for n in range(50)]
+    load(
+        base,
+        lambda i: (
+            "PUT",
+            f"/fhir/{seeds[i]['resourceType']}/{seeds[i]['id']}",
+            {"content": orjson.dumps(seeds[i]), "headers": headers},
+        ),
+        total=len(seeds),
+        concurrency=concurrency,
+    )
+    rng = random.Random(7)
+    plan = []
+    for i in range(total):
+        seed = rng.choice(seeds)
+        kind = rng.random()
+        path = f"/fhir/{seed['resourceType']}"
+        if kind < 0.5:
+            plan.append(("GET", f"{path}/{seed['id']}", {}))
+        elif kind < 0.7:
+            body = {k: v for k, v in seed.items() if k != "id"}
+            plan.append(("POST", path, {"content": orjson.dumps(body), "headers": headers}))
+        elif kind < 0.9:
+            body = dict(
+                seed,
+                language=rng.choice(["en-GB", "cy", "en"]),
+                meta={"tag": [{"system": "urn:bench", "code": str(i)}]},
+            )
+            plan.append(
+                ("PUT", f"{path}/{seed['id']}", {"content": orjson.dumps(body), "headers": headers})
+            )
+        else:
+            plan.append(("DELETE", f"{path}/crud-del-{i}", {}))
+    rate, latencies, errors = load(base, lambda i: plan[i], total=total, concurrency=concurrency)
+    print(
+        f"  CRUD mix {rate:8.0f} req/s   p50 {percentile(latencies, 50):.1f} ms   "
+        f"p99 {percentile(latencies, 99):.1f} ms   non-2xx {errors}  (target ≥ 1,500 req/s)"
+    )
+
+
+def main() -> None:
+    bundles = _bundles(1)
+    resources = sum(len(b["entry"]) for b in bundles)
+    print(f"{len(bundles)} transaction bundles, {resources:,} resources")
+    cluster = start_cluster()
+    try:
+        url = cluster.url
+        print("PostgreSQL 15 (2 server workers, 4 clients over HTTP):")
+        with served(url, workers=2) as base:
+            rate = _http_import(base, bundles, concurrency=4)
+            print(f"  import {rate:8.0f} res/s   (target ≥ 3,000; Aidbox 2,678 on 8 vCPU)")
+            size, count = _disk_postgres(url)
+            print(
+                f"  disk   {size / count:8.0f} bytes/resource over {count:,} resources "
+                "(target ≤ 2,048)"
+            )
+            _crud_mix(base)
+        pg2 = cluster.url_for("inprocess")
+        admin = create_engine(url)
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("CREATE DATABASE inprocess"))
+        admin.dispose()
+        rate = _in_process_import(pg2, bundles)
+        print(f"  import in-process, one core: {rate:8.0f} res/s")
+    finally:
+        cluster.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        print("SQLite (1 server worker, 2 clients over HTTP):")
+        with served(f"sqlite:///{db}") as base:
+            rate = _http_import(base, bundles, concurrency=2)
+            print(f"  import {rate:8.0f} res/s")
+            size, count = _disk_sqlite(db)
+            print(f"  disk   {size / count:8.0f} bytes/resource over {count:,} resources")
+            _crud_mix(base)
+        ours = _in_process_import(f"sqlite:///{Path(tmp) / 'inprocess.db'}", bundles)
+        raw = _raw_sqlite(Path(tmp) / "raw.db", bundles)
+        print(
+            f"  in-process import {ours:8.0f} res/s vs raw executemany {raw:8.0f} res/s: "
+            f"{ours / raw:.0%} (target ≥ 50%)"
+        )
