@@ -59,6 +59,15 @@ def serve(
     if workers > 1:
         import os
 
+        from sharedcare.db.engine import create_engine
+        from sharedcare.db.migrate import upgrade
+
+        if settings.auto_migrate:
+            # Migrate once here rather than racing in every worker.
+            with friendly_errors():
+                engine = create_engine(settings.resolved_database_url)
+                upgrade(engine)
+                engine.dispose()
         os.environ["SHAREDCARE_DATABASE_URL"] = settings.resolved_database_url
         uvicorn.run(
             "sharedcare.api.app:create_app",

@@ -8,6 +8,7 @@ error messages and logs (``hide_parameters``), because they may hold patient dat
 from __future__ import annotations
 
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,11 @@ def normalise_url(url: str) -> URL:
         f"Unsupported database {backend!r}; sharedcare runs on SQLite (sqlite:///path) "
         "or PostgreSQL 15+ (postgresql://user@host/db)"
     )
+
+
+# Decimals (FHIR numbers and quantities) are stored as their exact text; a NUMERIC column's
+# affinity turns them into SQLite numbers on the way in.
+sqlite3.register_adapter(Decimal, str)
 
 
 def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _: ConnectionPoolEntry) -> None:
