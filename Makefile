@@ -6,6 +6,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 VENV := .venv
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 PG_BINDIR ?= /usr/lib/postgresql/15/bin
 DEMO_DB ?= var/sharedcare.db
 PYTEST_ARGS ?=
@@ -15,16 +16,22 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
 
+# --inexact: never remove packages, so alternating `make demo` and `make test` keeps pyspark.
 $(STAMP): pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	$(UV) sync --frozen --extra dev
+	$(UV) sync --frozen --inexact --extra dev
 	@touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(UV) sync --frozen --inexact --extra dev --extra spark
+	@touch $(TEST_STAMP)
 
 install: $(STAMP) ## Create .venv with sharedcare and the dev tools (quick when nothing changed)
 
-system-deps: ## Install Debian's chromium and PostgreSQL 15 server when they are missing
+system-deps: ## Install Debian's chromium, PostgreSQL 15 server and a Java runtime (Spark) when missing
 	@need=""; \
 	command -v chromium >/dev/null 2>&1 || need="$$need chromium fonts-liberation"; \
+	command -v java >/dev/null 2>&1 || need="$$need default-jre-headless"; \
 	[ -x $(PG_BINDIR)/initdb ] || need="$$need postgresql-15"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
@@ -41,7 +48,7 @@ demo: install ## Serve the demo at http://127.0.0.1:8000 on the embedded SQLite 
 	@echo ""
 	$(VENV)/bin/sharedcare serve --database sqlite:///$(DEMO_DB) --host 127.0.0.1 --port 8000
 
-test: install system-deps ## Run the whole suite: unit, spec, integration (SQLite and PostgreSQL), acceptance, web
+test: $(TEST_STAMP) system-deps ## Run the whole suite: unit, spec (DuckDB, PostgreSQL, Spark), integration (SQLite and PostgreSQL), acceptance, web
 	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing to run"; exit 0; fi; \
 	exit $$rc
