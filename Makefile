@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 PG_BINDIR ?= /usr/lib/postgresql/15/bin
 DEMO_DB ?= var/sharedcare.db
+DEMO_PEOPLE ?= 2000
+DEMO_DATA := var/synthetic
 PYTEST_ARGS ?=
 
 .PHONY: help install demo test check bench system-deps vendor clean
@@ -39,9 +41,15 @@ system-deps: ## Install Debian's chromium, PostgreSQL 15 server and a Java runti
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$need >/dev/null; \
 	fi
 
-demo: install ## Serve the demo at http://127.0.0.1:8000 on the embedded SQLite database
-	@mkdir -p var
+$(DEMO_DATA)/manifest.json: | $(STAMP)
+	$(VENV)/bin/sharedcare synth --people $(DEMO_PEOPLE) --seed 1 --out $(DEMO_DATA)
+
+var/.demo-loaded: $(DEMO_DATA)/manifest.json
 	$(VENV)/bin/sharedcare db upgrade --database sqlite:///$(DEMO_DB)
+	$(VENV)/bin/sharedcare load $(DEMO_DATA)/J8* $(DEMO_DATA)/RDY --database sqlite:///$(DEMO_DB) --feed synthetic-demo
+	@touch $@
+
+demo: install var/.demo-loaded ## Prepare Synthetic Dorset once, then serve it at http://127.0.0.1:8000 (SQLite)
 	@echo ""
 	@echo "  Open http://127.0.0.1:8000/        platform status"
 	@echo "       http://127.0.0.1:8000/docs    API reference"
@@ -65,5 +73,5 @@ bench: install system-deps ## Run the benchmarks and print their figures
 vendor: ## Refresh the vendored NHS.UK frontend, htmx and Vega builds from npm
 	$(PYTHON) scripts/vendor_frontend.py
 
-clean: ## Remove build output and the demo database
+clean: ## Remove build output, the demo data and the demo database
 	rm -rf build var .pytest_cache .mypy_cache .ruff_cache

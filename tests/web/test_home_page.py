@@ -23,7 +23,7 @@ def test_home_page_shows_platform_status(
     expect(page.get_by_role("heading", name="Platform status", level=1)).to_be_visible()
     figures = page.locator("[data-figure]")
     expect(figures).to_have_count(4)
-    expect(page.locator('[data-figure="People"]')).to_contain_text("0")
+    expect(page.locator('[data-figure="Patient records"]')).to_contain_text("0")
     expect(page.get_by_text("No feeds are connected yet")).to_be_visible()
     # The NHS.UK frontend stylesheet loaded and applied: the header is NHS blue.
     header_colour = page.locator("header.nhsuk-header").evaluate(
