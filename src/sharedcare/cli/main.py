@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from sharedcare import __version__
+from sharedcare.cli import identity as identity_command
 from sharedcare.cli import load as load_command
 from sharedcare.cli import synth as synth_command
 from sharedcare.cli.common import DatabaseOption, console, friendly_errors, settings_with
@@ -110,4 +111,5 @@ def db_upgrade(database: str | None = DatabaseOption) -> None:
 
 load_command.register(app)
 synth_command.register(app)
+identity_command.register(app)
 plugin_manager().hook.register_commands(cli=app)

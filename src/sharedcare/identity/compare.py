@@ -1,0 +1,311 @@
+"""Comparison levels: how closely two records agree on each field.
+
+Each comparison maps a pair of records to a *level* per field, most agreeing first. Level
+0 is always ``null`` (a value missing on either side), which carries no evidence. The
+model (:mod:`sharedcare.identity.model`) gives each level an m and a u probability.
+
+Fields and levels (see docs/explanation/identity-matching.md):
+
+* ``nhs_number``: exact, one edit (a typo or adjacent transposition), different.
+* ``given_name``: exact, alias (nickname from :mod:`~sharedcare.identity.nicknames`, or
+  the first name of one is another given name of the other), Jaro-Winkler >= 0.92,
+  phonetic (Metaphone), Jaro-Winkler >= 0.80, initial only, different.
+* ``family_name``: exact, Jaro-Winkler >= 0.92, phonetic, a shared part of a
+  double-barrelled name, Jaro-Winkler >= 0.84, different.
+* ``birth_date``: exact, day and month swapped, one edit to ``YYYYMMDD`` (typo or
+  transposed digits), two edits, different.
+* ``sex``: agree, disagree (``unknown`` counts as missing).
+* ``address`` (postcode and address lines together, so that one home is not counted
+  twice): same postcode and lines, same postcode, same lines with another postcode,
+  same postcode sector, same district, different.
+
+Given and family names written the wrong way round are recognised and scored as an alias
+and an exact family name.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import jellyfish
+from rapidfuzz import fuzz
+from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
+
+from sharedcare.identity.nicknames import nickname_groups
+from sharedcare.identity.person import PersonRecord
+
+__all__ = [
+    "COMPARISONS",
+    "LEVELS",
+    "Features",
+    "compare",
+    "features",
+    "normalise_name",
+]
+
+COMPARISONS: tuple[str, ...] = (
+    "nhs_number",
+    "given_name",
+    "family_name",
+    "birth_date",
+    "sex",
+    "address",
+)
+"""Compared fields, in the order of a comparison vector."""
+
+LEVELS: dict[str, tuple[str, ...]] = {
+    "nhs_number": ("null", "exact", "one_edit", "different"),
+    "given_name": (
+        "null",
+        "exact",
+        "alias",
+        "jaro_winkler_0.92",
+        "phonetic",
+        "jaro_winkler_0.80",
+        "initial",
+        "different",
+    ),
+    "family_name": (
+        "null",
+        "exact",
+        "jaro_winkler_0.92",
+        "phonetic",
+        "shared_part",
+        "jaro_winkler_0.84",
+        "different",
+    ),
+    "birth_date": ("null", "exact", "day_month_swap", "one_edit", "two_edits", "different"),
+    "sex": ("null", "agree", "disagree"),
+    "address": (
+        "null",
+        "postcode_and_lines",
+        "postcode",
+        "lines",
+        "postcode_sector",
+        "postcode_district",
+        "different",
+    ),
+}
+"""Level labels per field; index 0 is ``null`` and index 1 the exact agreement."""
+
+_NOT_LETTERS = re.compile(r"[^A-Z]+")
+_APOSTROPHES = str.maketrans("", "", "'\u2019")
+_NOT_ALNUM = re.compile(r"[^A-Z0-9]+")
+_HOUSE = re.compile(r"\b(\d+[A-Z]?)\b")
+_ADDRESS_WORDS = {
+    "ROAD": "RD",
+    "STREET": "ST",
+    "AVENUE": "AVE",
+    "CLOSE": "CL",
+    "DRIVE": "DR",
+    "LANE": "LN",
+    "CRESCENT": "CRES",
+    "GARDENS": "GDNS",
+    "PLACE": "PL",
+    "COURT": "CT",
+    "TERRACE": "TER",
+    "FLAT": "",
+    "APARTMENT": "",
+}
+_PART_WORDS = {"", "THE"}
+
+
+@lru_cache(maxsize=131_072)
+def normalise_name(value: str | None) -> tuple[str, ...]:
+    """Upper-case a name, strip accents and split it into letter-only parts.
+
+    ``"O'Brien-Smith"`` becomes ``("OBRIEN", "SMITH")``: apostrophes join, hyphens and
+    spaces split. Results are cached: names repeat a great deal.
+    """
+    if not value:
+        return ()
+    if not value.isascii():
+        decomposed = unicodedata.normalize("NFKD", value)
+        value = "".join(c for c in decomposed if not unicodedata.combining(c))
+    text = value.upper().translate(_APOSTROPHES)
+    return tuple(part for part in _NOT_LETTERS.split(text) if part)
+
+
+@lru_cache(maxsize=131_072)
+def _phonetic(name: str) -> str:
+    return jellyfish.metaphone(name) if name else ""
+
+
+def _normalise_address(value: str | None) -> str:
+    if not value:
+        return ""
+    words = _NOT_ALNUM.split(value.upper())
+    return " ".join(w for w in (_ADDRESS_WORDS.get(w, w) for w in words) if w)
+
+
+@dataclass(slots=True, frozen=True)
+class Features:
+    """A record's values prepared for fast comparison (computed once per record)."""
+
+    nhs: str
+    given: str
+    given_all: tuple[str, ...]
+    given_phonetic: str
+    given_groups: frozenset[int]
+    family: str
+    family_parts: tuple[str, ...]
+    family_phonetic: str
+    dob: str
+    sex: str
+    postcode: str
+    postcode_sector: str
+    postcode_district: str
+    address: str
+    house: str
+
+
+def features(record: PersonRecord) -> Features:
+    """Derive the comparison :class:`Features` of ``record``."""
+    given_all = tuple(p for g in record.given_names for p in normalise_name(g))
+    given = given_all[0] if given_all else ""
+    family_parts = normalise_name(record.family_name)
+    family = "".join(family_parts)
+    postcode = (record.postcode or "").replace(" ", "")
+    sector = district = ""
+    if record.postcode and " " in record.postcode:
+        outward, inward = record.postcode.split(" ", 1)
+        district = outward
+        sector = outward + inward[:1]
+    address = _normalise_address(record.address)
+    house = _HOUSE.search(address)
+    sex = record.sex if record.sex in ("male", "female", "other") else ""
+    dob = record.birth_date
+    return Features(
+        nhs=record.nhs_number or "",
+        given=given,
+        given_all=given_all,
+        given_phonetic=_phonetic(given),
+        given_groups=nickname_groups(given),
+        family=family,
+        family_parts=tuple(p for p in family_parts if p not in _PART_WORDS),
+        family_phonetic=_phonetic(family),
+        dob=f"{dob.year:04d}{dob.month:02d}{dob.day:02d}" if dob else "",
+        sex=sex,
+        postcode=postcode,
+        postcode_sector=sector,
+        postcode_district=district,
+        address=address,
+        house=house.group(1) if house else "",
+    )
+
+
+def _nhs(a: Features, b: Features) -> int:
+    if not a.nhs or not b.nhs:
+        return 0
+    if a.nhs == b.nhs:
+        return 1
+    if DamerauLevenshtein.distance(a.nhs, b.nhs, score_cutoff=1) <= 1:
+        return 2
+    return 3
+
+
+def _given(a: Features, b: Features) -> int:
+    x, y = a.given, b.given
+    if not x or not y:
+        return 0
+    if x == y:
+        return 1
+    if a.given_groups & b.given_groups or x in b.given_all or y in a.given_all:
+        return 2
+    if len(x) == 1 or len(y) == 1:
+        return 6 if x[0] == y[0] else 7
+    jw = JaroWinkler.similarity(x, y, score_cutoff=0.80)
+    if jw >= 0.92:
+        return 3
+    if a.given_phonetic == b.given_phonetic:
+        return 4
+    if jw >= 0.80:
+        return 5
+    return 7
+
+
+def _family(a: Features, b: Features) -> int:
+    x, y = a.family, b.family
+    if not x or not y:
+        return 0
+    if x == y:
+        return 1
+    jw = JaroWinkler.similarity(x, y, score_cutoff=0.84)
+    if jw >= 0.92:
+        return 2
+    if a.family_phonetic == b.family_phonetic:
+        return 3
+    if (len(a.family_parts) > 1 or len(b.family_parts) > 1) and set(a.family_parts) & set(
+        b.family_parts
+    ):
+        return 4
+    if jw >= 0.84:
+        return 5
+    return 6
+
+
+def _dob(a: Features, b: Features) -> int:
+    x, y = a.dob, b.dob
+    if not x or not y:
+        return 0
+    if x == y:
+        return 1
+    if x[:4] == y[:4] and x[4:6] == y[6:8] and x[6:8] == y[4:6]:
+        return 2
+    distance = DamerauLevenshtein.distance(x, y, score_cutoff=2)
+    if distance <= 1:
+        return 3
+    if distance == 2:
+        return 4
+    return 5
+
+
+def _sex(a: Features, b: Features) -> int:
+    if not a.sex or not b.sex:
+        return 0
+    return 1 if a.sex == b.sex else 2
+
+
+def _lines_agree(a: Features, b: Features) -> bool:
+    if not a.address or not b.address:
+        return False
+    if a.house and b.house and a.house != b.house:
+        return False
+    return fuzz.token_set_ratio(a.address, b.address, score_cutoff=85) >= 85
+
+
+def _address(a: Features, b: Features) -> int:
+    has_a = bool(a.postcode or a.address)
+    has_b = bool(b.postcode or b.address)
+    if not has_a or not has_b:
+        return 0
+    if a.postcode and a.postcode == b.postcode:
+        return 1 if _lines_agree(a, b) else 2
+    if _lines_agree(a, b):
+        return 3
+    if not a.postcode or not b.postcode:
+        return 0 if not (a.address and b.address) else 6
+    if a.postcode_sector and a.postcode_sector == b.postcode_sector:
+        return 4
+    if a.postcode_district and a.postcode_district == b.postcode_district:
+        return 5
+    return 6
+
+
+def compare(a: Features, b: Features) -> tuple[int, ...]:
+    """Compare two records' features; return one level index per :data:`COMPARISONS`."""
+    given = _given(a, b)
+    family = _family(a, b)
+    if (
+        given > 2
+        and family > 1
+        and a.given
+        and a.family
+        and a.given == b.family
+        and a.family == b.given
+    ):
+        given, family = 2, 1
+    return (_nhs(a, b), given, family, _dob(a, b), _sex(a, b), _address(a, b))
