@@ -29,8 +29,10 @@ hookimpl = pluggy.HookimplMarker("sharedcare")
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "sharedcare.db.status",
     "sharedcare.record.status",
+    "sharedcare.ingest.health",
     "sharedcare.api.health",
     "sharedcare.api.fhir",
+    "sharedcare.api.feeds",
     "sharedcare.web.home",
 )
 

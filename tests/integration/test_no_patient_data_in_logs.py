@@ -39,6 +39,7 @@ REQUESTS: list[tuple[str, str, dict[str, object]]] = [
     ("POST", "/fhir/Patient", {"json": PATIENT}),
     ("PUT", f"/fhir/Patient/{SENTINEL_NAME}", {"json": PATIENT}),
     ("POST", "/fhir", {"content": b"{not json " + SENTINEL_NAME.encode()}),
+    ("GET", "/api/feeds", {"params": {"name": SENTINEL_NAME}}),
 ]
 
 
@@ -57,5 +58,49 @@ def test_no_sentinel_reaches_the_logs(
     captured = capfd.readouterr()
     written = captured.out + captured.err + "\n".join(r.getMessage() for r in caplog.records)
     assert "sharedcare.access" in written, "the access log must be part of what is checked"
+    leaked = [s for s in SENTINELS if s in written]
+    assert leaked == [], "patient data reached a log line"
+
+
+HL7_WITH_SENTINELS = "\r".join(
+    [
+        "MSH|^~\\&|PAS|RBD|SHAREDCARE|ICS|20260101120000||ADT^A01|SENT0001|P|2.4",
+        f"PID|1||H123456^^^RBD^MR~{SENTINEL_NHS}^^^NHS^NH||{SENTINEL_NAME}^{SENTINEL_GIVEN}"
+        "||19310228|F|||1 Sentinel Street^^Dorchester^^DT1 1AA",
+        "PV1|1|I|WARD1^BED2^^RBD||||C123^Consultant^Named|||MED",
+        # A second, malformed message: errors must name fields, not values.
+        "MSH|^~\\&|PAS|RBD|SHAREDCARE|ICS|20260101120001||ADT^A01|SENT0002|P|2.4",
+        f"PID|1||||{SENTINEL_NAME}^{SENTINEL_GIVEN}||not-a-date|Q",
+    ]
+).encode()
+
+
+def test_no_sentinel_reaches_the_logs_through_hl7(
+    database: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    from sharedcare.db.engine import create_engine
+    from sharedcare.ingest.hl7v2.listener import acknowledge
+    from sharedcare.ingest.sink import DatabaseSink
+
+    configure_logging("DEBUG", json=True)
+    caplog.set_level(logging.DEBUG)
+    engine = create_engine(database, echo=True)
+
+    async def run() -> None:
+        async with DatabaseSink(engine) as sink:
+            for block in HL7_WITH_SENTINELS.split(b"MSH|")[1:]:
+                await acknowledge(b"MSH|" + block, sink)
+            await sink.drain()
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.dispose()
+        logging.getLogger().handlers.clear()
+    captured = capfd.readouterr()
+    written = captured.out + captured.err + "\n".join(r.getMessage() for r in caplog.records)
+    assert "sharedcare" in written, "the ingest path must have logged something to check"
     leaked = [s for s in SENTINELS if s in written]
     assert leaked == [], "patient data reached a log line"

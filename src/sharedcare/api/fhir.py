@@ -247,13 +247,31 @@ def _search(
     params: list[tuple[str, str]],
     compartment: tuple[str, str] | None = None,
 ) -> Response:
+    """Run a search and render the searchset (https://hl7.org/fhir/R4/search.html).
+
+    Links carry only the parameters that were applied (the rest were ignored under lenient
+    handling); ``next`` and ``previous`` carry a keyset ``_cursor``.
+    """
     page: SearchPage = repo.search(rtype, params, strict=_strict(request), compartment=compartment)
     base = _base(request)
-    url = str(request.url).split("?")[0].replace("/_search", "")
-    used = [(k, v) for k, v in page.request.used_query() if k != "_count"]
-    links = _paging_links(
-        url, used, page.request.count, page.request.offset, page.total, len(page.matches)
-    )
+    url = str(request.url).split("?")[0].removesuffix("/_search")
+    used = page.request.used_query()
+
+    def link(extra: list[tuple[str, str]]) -> str:
+        return f"{url}?{urlencode(used + extra)}"
+
+    current: list[tuple[str, str]] = []
+    if page.request.cursor:
+        current = [("_cursor", page.request.cursor)]
+    elif page.request.offset:
+        current = [("_offset", str(page.request.offset))]
+    links = [("self", link(current))]
+    if current:
+        links.append(("first", link([])))
+    if page.previous_cursor:
+        links.append(("previous", link([("_cursor", page.previous_cursor)])))
+    if page.next_cursor:
+        links.append(("next", link([("_cursor", page.next_cursor)])))
     entries = [_entry(base, s, "match") for s in page.matches]
     entries += [_entry(base, s, "include") for s in page.included]
     return _bundle("searchset", entries, total=page.total, links=links)

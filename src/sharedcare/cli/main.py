@@ -6,6 +6,7 @@ import typer
 
 from sharedcare import __version__
 from sharedcare.cli import identity as identity_command
+from sharedcare.cli import ingest as ingest_command
 from sharedcare.cli import load as load_command
 from sharedcare.cli import synth as synth_command
 from sharedcare.cli.common import DatabaseOption, console, friendly_errors, settings_with
@@ -112,4 +113,5 @@ def db_upgrade(database: str | None = DatabaseOption) -> None:
 load_command.register(app)
 synth_command.register(app)
 identity_command.register(app)
+ingest_command.register(app)
 plugin_manager().hook.register_commands(cli=app)

@@ -42,6 +42,9 @@ from sharedcare.record.errors import (
 )
 from sharedcare.record.instants import now_us, parse_instant_us, to_instant
 from sharedcare.record.search import SearchRequest, compile_search, parse_search
+from sharedcare.record.search.execute import bytewise_collation, run_search
+from sharedcare.record.search.include import resolve_includes
+from sharedcare.record.search.shape import shape
 from sharedcare.record.sqlstore import PendingWrite, SqlStore, StoredResource
 
 __all__ = ["Outcome", "Repository", "SearchPage", "new_id"]
@@ -73,12 +76,14 @@ class Outcome:
 
 @dataclass(slots=True)
 class SearchPage:
-    """One page of search results."""
+    """One page of search results, with the cursors of the neighbouring pages."""
 
     request: SearchRequest
     matches: list[StoredResource]
     total: int | None
     included: list[StoredResource]
+    next_cursor: str | None = None
+    previous_cursor: str | None = None
 
 
 def _etag_version(if_match: str) -> int:
@@ -259,39 +264,53 @@ class Repository:
 
         def work(connection: Connection) -> SearchPage:
             request = parse_search(resource_type, params, strict=strict)
-            extra = self._compartment_condition(resource_type, compartment) if compartment else None
-            page_query, count_query = compile_search(request, self.store.param_id, extra=extra)
-            pks = list(connection.scalars(page_query))
-            matches = self.store.read_by_pks(connection, pks)
-            total: int | None = None
-            if request.total != "none":
-                if request.offset == 0 and len(pks) < request.count:
-                    total = len(pks)
-                else:
-                    from sqlalchemy import func
-
-                    total = connection.scalar(
-                        select(func.count()).select_from(count_query.subquery())
-                    )
-            return SearchPage(request, matches, total, [])
+            extra = self._compartment_members(resource_type, compartment) if compartment else None
+            compiled = compile_search(
+                request,
+                self.store.param_id,
+                dialect=self.store.dialect,
+                bytewise=bytewise_collation(connection),
+                extra=extra,
+            )
+            result = run_search(connection, request, compiled)
+            matches = result.resources
+            included_pks = resolve_includes(
+                connection, self.store.param_id, request.includes, result.pks
+            )
+            included = self.store.read_by_pks(connection, sorted(included_pks))
+            if request.summary or request.elements:
+                for stored in matches:
+                    if stored.content is not None:
+                        stored.content = shape(stored.content, request.summary, request.elements)
+            return SearchPage(
+                request,
+                matches,
+                result.total,
+                included,
+                result.next_cursor,
+                result.previous_cursor,
+            )
 
         return self._audited_read(entry, work)
 
-    def _compartment_condition(self, resource_type: str, compartment: tuple[str, str]) -> Any:
+    def _compartment_members(self, resource_type: str, compartment: tuple[str, str]) -> Any:
+        """Index rows placing ``resource_type`` resources in the compartment, per the official
+        CompartmentDefinition (https://hl7.org/fhir/R4/compartmentdefinition-patient.html)."""
         kind, owner = compartment
         if kind != "Patient":
             raise InvalidRequest("only the Patient compartment is supported")
-        params = patient_compartment().get(resource_type, ())
         if resource_type == "Patient":
             return R.c.id == owner
+        params = patient_compartment().get(resource_type, ())
         ids = [p for p in (self.store.param_id(resource_type, c) for c in params) if p]
         if not ids:
-            raise InvalidRequest(f"{resource_type} is not in the Patient compartment")
-        ref = IdxReference.__table__
-        return R.c.pk.in_(
-            select(ref.c.res).where(
-                ref.c.param.in_(ids), ref.c.target_type == "Patient", ref.c.target_id == owner
+            raise InvalidRequest(
+                f"{resource_type} is not in the Patient compartment; see "
+                "https://hl7.org/fhir/R4/compartmentdefinition-patient.html"
             )
+        ref = IdxReference.__table__
+        return select(ref.c.res).where(
+            ref.c.param.in_(ids), ref.c.target_type == "Patient", ref.c.target_id == owner
         )
 
     def everything(

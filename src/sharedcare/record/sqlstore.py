@@ -66,6 +66,7 @@ from sharedcare.fhir.search_index import (
     TokenValue,
     UriValue,
 )
+from sharedcare.record.search.composite import composite_columns
 
 __all__ = ["INDEX_TABLES", "PendingWrite", "SqlStore", "StoredResource"]
 
@@ -82,6 +83,8 @@ INDEX_TABLES: dict[type, Table] = {
     CompositeValue: IdxComposite.__table__,  # type: ignore[dict-item]
 }
 _CHUNK = 500  # rows per IN-list, within every database's parameter limits
+# Served by the resource table's own columns, so they need no index rows.
+_COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
 
 
 @dataclass(slots=True)
@@ -434,6 +437,8 @@ class SqlStore:
                 continue
             res = pks[(w.resource_type, w.id)]
             for value in w.index:
+                if value[0] in _COLUMN_PARAMS:
+                    continue
                 param = param_ids.get((w.resource_type, value[0]))
                 if param is None:
                     continue
@@ -441,8 +446,29 @@ class SqlStore:
                 if row is not None:
                     rows[INDEX_TABLES[type(value)]].add(row)
         for table, values in rows.items():
-            names = [c.name for c in table.columns]
-            connection.execute(insert(table), [dict(zip(names, v, strict=True)) for v in values])
+            self._bulk_insert(connection, table, values)
+
+    def _bulk_insert(self, connection: Connection, table: Table, rows: Iterable[Any]) -> None:
+        """Insert plain tuples through the driver: ``COPY`` on PostgreSQL, ``executemany`` on
+        SQLite. Binding thousands of rows through SQLAlchemy's compiler costs more than the
+        database's own work."""
+        names = [c.name for c in table.columns]
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        if self.dialect == "postgresql":
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * len(names))
+            cursor = raw.cursor()
+            cursor.executemany(
+                f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})", list(rows)
+            )
+            cursor.close()
 
 
 def _index_row(value: IndexValue, param: int, res: int) -> tuple[Any, ...] | None:
@@ -476,7 +502,7 @@ def _index_row(value: IndexValue, param: int, res: int) -> tuple[Any, ...] | Non
     if isinstance(value, UriValue):
         return (param, value.uri, res)
     if isinstance(value, CompositeValue):
-        return (param, _composite_key(value.components), res)
+        return (param, _composite_key(value.components), res, *composite_columns(value.components))
     return None
 
 

@@ -6,6 +6,7 @@ API schemas (pydantic) are kept apart from these tables, in the ``api`` package.
 """
 
 from sharedcare.db.tables.base import Base, personal_data, personal_data_columns
+from sharedcare.db.tables.ingest import IdentityAction, Message
 from sharedcare.db.tables.platform import Feed, Organisation
 from sharedcare.db.tables.record import (
     AuditRecord,
@@ -26,6 +27,7 @@ __all__ = [
     "AuditRecord",
     "Base",
     "Feed",
+    "IdentityAction",
     "IdxComposite",
     "IdxDate",
     "IdxNumber",
@@ -34,6 +36,7 @@ __all__ = [
     "IdxString",
     "IdxToken",
     "IdxUri",
+    "Message",
     "Organisation",
     "Resource",
     "ResourceHistory",

@@ -209,14 +209,33 @@ class IdxUri(Base):
 
 
 class IdxComposite(Base):
-    """Composite parameters: the component values as a canonical JSON array."""
+    """Composite parameters: one row per combination of component values.
+
+    ``components`` (canonical JSON of the values) keeps rows unique; the typed columns
+    (first component, then the second and third by type, see
+    ``sharedcare.record.search.composite``) are what searches compare, through the index on
+    ``(param, code1)``.
+    """
 
     __tablename__ = "idx_composite"
-    __table_args__ = (Index("ix_idx_composite_res", "res"), _WITHOUT_ROWID)
+    __table_args__ = (
+        Index("ix_idx_composite_res", "res"),
+        Index("ix_idx_composite_code1", "param", "code1"),
+        _WITHOUT_ROWID,
+    )
 
     param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     components: Mapped[str] = personal_data(Text(), primary_key=True)
     res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    code1: Mapped[str | None] = personal_data(Text())
+    system1: Mapped[str | None] = mapped_column(Text())
+    code2: Mapped[str | None] = personal_data(Text())
+    system2: Mapped[str | None] = personal_data(Text())
+    unit2: Mapped[str | None] = mapped_column(Text())
+    number2: Mapped[Any] = mapped_column(Numeric(asdecimal=True), nullable=True)
+    low2: Mapped[int | None] = personal_data(BigInteger())
+    high2: Mapped[int | None] = personal_data(BigInteger())
+    number3: Mapped[Any] = mapped_column(Numeric(asdecimal=True), nullable=True)
 
 
 class AuditRecord(Base):

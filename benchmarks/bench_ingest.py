@@ -1,0 +1,135 @@
+"""HL7 v2 ingest over MLLP: throughput to FHIR resources on PostgreSQL, and a crash run.
+
+Figures printed:
+
+* **Throughput**: ``sharedcare mllp`` in a subprocess on a throwaway PostgreSQL 15 cluster;
+  python-hl7 MLLP clients (another process, ``BENCH_INGEST_CONNECTIONS`` connections) send
+  ``BENCH_INGEST_MESSAGES`` messages (ADT^A01/A08, ORU^R01 with three results). Reported:
+  messages/s acknowledged, messages/s end to end (first byte sent to the last message's
+  resources committed in the record), and p50/p99 time to ACK. Target: ≥ 2,000 msg/s on
+  2 cores. Client, listener and PostgreSQL share this machine's two cores.
+* **Crash run**: ``BENCH_INGEST_CRASH_MESSAGES`` (default 10,000) messages, every 50th
+  resent on purpose; the listener is killed with SIGKILL a third of the way through and
+  restarted; clients resend whatever was not acknowledged. Reported: whether every message
+  is stored exactly once and written to the record.
+
+The test cluster runs with fsync off (as in the test suite), so commits cost no disk flush.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+
+from sharedcare.db.engine import create_engine
+from sharedcare.db.migrate import upgrade
+from tests.support.hl7_traffic import (
+    Listener,
+    exactly_once_problems,
+    percentile,
+    send_all,
+    wait_until_written,
+)
+from tests.support.postgres import start_cluster
+
+MESSAGES = int(os.environ.get("BENCH_INGEST_MESSAGES", "10000"))
+CONNECTIONS = int(os.environ.get("BENCH_INGEST_CONNECTIONS", "16"))
+CRASH_MESSAGES = int(os.environ.get("BENCH_INGEST_CRASH_MESSAGES", "10000"))
+
+
+def _database(cluster_url: str, name: str) -> str:
+    admin = create_engine(cluster_url)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = cluster_url.rsplit("/", 1)[0] + f"/{name}"
+    engine = create_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def throughput(url: str, log: Path) -> None:
+    listener = Listener(url, log=log)
+    listener.start()
+    engine = create_engine(url)
+    try:
+        started = time.perf_counter()
+        traffic = send_all(listener.port, MESSAGES, connections=CONNECTIONS, resend_every=0)
+        acked = time.perf_counter() - started
+        wait_until_written(engine, MESSAGES)
+        written = time.perf_counter() - started
+        with engine.connect() as connection:
+            resources = connection.scalar(text("SELECT count(*) FROM resource"))
+    finally:
+        listener.stop()
+        engine.dispose()
+    ms = [s * 1000 for s in traffic.latencies]
+    print(f"messages            {MESSAGES:,} over {CONNECTIONS} connections")
+    print(f"acknowledged        {MESSAGES / acked:,.0f} msg/s")
+    print(f"end to end          {MESSAGES / written:,.0f} msg/s (to resources committed)")
+    print(f"  target            2,000 msg/s  ratio {MESSAGES / written / 2000:.2f}")
+    print(f"time to ACK         p50 {percentile(ms, 50):.1f} ms  p99 {percentile(ms, 99):.1f} ms")
+    print(f"resources in record {resources:,}")
+    if traffic.non_aa:
+        print(f"not AA              {len(traffic.non_aa)} (first: {traffic.non_aa[0]})")
+
+
+def crash_run(url: str, log: Path) -> None:
+    listener = Listener(url, log=log)
+    listener.start()
+    engine = create_engine(url)
+    kill_now = threading.Event()
+    kills: list[float] = []
+
+    def killer() -> None:
+        if kill_now.wait(timeout=600):
+            listener.kill()
+            kills.append(time.perf_counter())
+            time.sleep(0.5)
+            listener.start()
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        traffic = send_all(
+            listener.port,
+            CRASH_MESSAGES,
+            connections=CONNECTIONS,
+            resend_every=50,
+            on_ack=kill_now,
+            kill_after=CRASH_MESSAGES // 3,
+        )
+        thread.join()
+        stages = wait_until_written(engine, CRASH_MESSAGES)
+        problems = exactly_once_problems(engine, CRASH_MESSAGES)
+    finally:
+        kill_now.set()
+        listener.stop()
+        engine.dispose()
+    print(f"messages            {CRASH_MESSAGES:,}; SIGKILLs {len(kills)}")
+    print(f"resent deliberately {traffic.deliberate_resends:,}")
+    print(f"resent after kill   {traffic.resends_after_failure:,}")
+    print(f"stages              {stages}")
+    print("exactly once        " + ("yes" if not problems else "NO: " + "; ".join(problems)))
+
+
+def main() -> None:
+    cluster = start_cluster()
+    work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
+    try:
+        print("-- throughput --")
+        throughput(_database(cluster.url, "bench_ingest"), work / "throughput.log")
+        print("-- crash run --")
+        crash_run(_database(cluster.url, "bench_ingest_crash"), work / "crash.log")
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

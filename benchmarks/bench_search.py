@@ -1,0 +1,371 @@
+"""FHIR search at scale on PostgreSQL: a search mix with concurrent clients, and totals.
+
+Builds a store of ``BENCH_SEARCH_RESOURCES`` resources (default 1,000,000: per synthetic
+patient one Patient, six vital-sign Observations, two Encounters and one Condition, plus
+shared Practitioners and Organizations) on a throwaway PostgreSQL 15 cluster. Index rows
+come from the product's own extraction (``extract_index``) and row format
+(``sqlstore._index_row``); rows are loaded with ``COPY`` so a million resources load in
+minutes rather than the hours one HTTP request each would take.
+
+Figures printed:
+
+* **Build**: resources/s and index rows per resource.
+* **Search mix** over HTTP (2 server workers, concurrent clients on the same 2 cores):
+  token (identifier), token + reference, string, date, reference, chained, ``_include``,
+  ``_revinclude``, a broad token search and deep keyset paging. Requests/s and p50/p99
+  latency overall and per kind. Target ≥ 1,000 req/s on 2 cores.
+* **Totals at scale**: serial latency of ``_total=accurate``, ``_total=estimate`` and
+  ``_summary=count`` for searches matching ~10% to 100% of a type.
+
+Every search request is audited (one AuditEvent insert per request), as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import defaultdict
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+
+from benchmarks.common import load, percentile, served
+from sharedcare.db.engine import create_engine
+from sharedcare.db.migrate import upgrade
+from sharedcare.fhir.search_index import extract_index
+from sharedcare.record.sqlstore import INDEX_TABLES, SqlStore, _index_row
+from tests.support.postgres import start_cluster
+
+RESOURCES = int(os.environ.get("BENCH_SEARCH_RESOURCES", "1000000"))
+REQUESTS = int(os.environ.get("BENCH_SEARCH_REQUESTS", "6000"))
+CONCURRENCY = int(os.environ.get("BENCH_SEARCH_CLIENTS", "16"))
+PER_PATIENT = 10
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+VITALS = [
+    ("8480-6", "Systolic blood pressure", "mm[Hg]", 90, 180),
+    ("8462-4", "Diastolic blood pressure", "mm[Hg]", 50, 110),
+    ("8867-4", "Heart rate", "/min", 45, 140),
+    ("8310-5", "Body temperature", "Cel", 35, 40),
+    ("29463-7", "Body weight", "kg", 40, 140),
+    ("9279-1", "Respiratory rate", "/min", 10, 30),
+]
+FAMILIES = [
+    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Robinson",
+    "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall", "Wood",
+    "Jackson", "Clarke", "Patel", "Khan", "Lewis", "James", "Phillips", "Mason", "Mitchell",
+    "Rose", "Davis", "Rodriguez", "Cox", "Alexander", "Morgan", "Moore", "Martin", "Price",
+]  # fmt: skip
+GIVEN = [
+    "Oliver", "George", "Harry", "Jack", "Jacob", "Noah", "Charlie", "Muhammad", "Thomas",
+    "Olivia", "Amelia", "Isla", "Ava", "Emily", "Sophia", "Grace", "Mia", "Poppy", "Ella",
+]  # fmt: skip
+TOWNS = ["Dorchester", "Poole", "Bournemouth", "Weymouth", "Bridport", "Wimborne", "Sherborne"]
+CONDITIONS = ["44054006", "38341003", "195967001", "13645005", "49436004", "73211009"]
+BASE_US = 1_700_000_000_000_000
+
+
+def _patient(i: int, rng: random.Random) -> dict[str, Any]:
+    year = rng.randint(1930, 2020)
+    return {
+        "resourceType": "Patient",
+        "id": f"p{i}",
+        "identifier": [{"system": NHS, "value": f"9{i:09d}"}],
+        "name": [{"family": rng.choice(FAMILIES) + str(i % 97), "given": [rng.choice(GIVEN)]}],
+        "gender": rng.choice(["male", "female"]),
+        "birthDate": f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        "address": [{"city": rng.choice(TOWNS), "postalCode": f"DT{rng.randint(1, 11)} 1AA"}],
+        "generalPractitioner": [{"reference": f"Practitioner/gp{i % 200}"}],
+        "managingOrganization": {"reference": f"Organization/org{i % 20}"},
+    }
+
+
+def _resources(i: int, rng: random.Random) -> list[dict[str, Any]]:
+    subject = {"reference": f"Patient/p{i}"}
+    out = [_patient(i, rng)]
+    for e in range(2):
+        day = f"202{rng.randint(0, 4)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        out.append(
+            {
+                "resourceType": "Encounter",
+                "id": f"e{i}-{e}",
+                "status": "finished",
+                "class": {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                    "code": "AMB",
+                },
+                "subject": subject,
+                "period": {"start": f"{day}T09:00:00Z", "end": f"{day}T09:30:00Z"},
+                "serviceProvider": {"reference": f"Organization/org{i % 20}"},
+            }
+        )
+    for code, display, unit, low, high in VITALS:
+        out.append(
+            {
+                "resourceType": "Observation",
+                "id": f"o{i}-{code}",
+                "status": "final",
+                "category": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                "code": "vital-signs",
+                            }
+                        ]
+                    }
+                ],
+                "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+                "subject": subject,
+                "encounter": {"reference": f"Encounter/e{i}-0"},
+                "effectiveDateTime": f"202{rng.randint(0, 4)}-{rng.randint(1, 12):02d}-"
+                f"{rng.randint(1, 28):02d}T10:00:00Z",
+                "performer": [{"reference": f"Practitioner/gp{i % 200}"}],
+                "valueQuantity": {
+                    "value": rng.randint(low, high),
+                    "unit": unit,
+                    "system": UCUM,
+                    "code": unit,
+                },
+            }
+        )
+    out.append(
+        {
+            "resourceType": "Condition",
+            "id": f"c{i}",
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
+            "code": {
+                "coding": [{"system": "http://snomed.info/sct", "code": rng.choice(CONDITIONS)}]
+            },
+            "subject": subject,
+        }
+    )
+    return out
+
+
+def _shared() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"resourceType": "Organization", "id": f"org{k}", "name": f"Dorset Practice {k}"}
+        for k in range(20)
+    ]
+    out += [
+        {
+            "resourceType": "Practitioner",
+            "id": f"gp{k}",
+            "name": [{"family": FAMILIES[k % len(FAMILIES)], "prefix": ["Dr"]}],
+        }
+        for k in range(200)
+    ]
+    return out
+
+
+def build(url: str, store: SqlStore, patients: int) -> tuple[int, int]:
+    """Load the store with COPY; return (resources, index rows)."""
+    store.ensure_params()
+    params = store._param_ids
+    rng = random.Random(42)
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    pk = 0
+    index_rows = 0
+    with psycopg.connect(dsn) as conn:
+        batch: list[dict[str, Any]] = _shared()
+        for i in range(patients + 1):
+            if i < patients:
+                batch += _resources(i, rng)
+            if len(batch) < 20_000 and i < patients:
+                continue
+            rows: dict[Any, set[tuple[Any, ...]]] = defaultdict(set)
+            resources = []
+            for resource in batch:
+                pk += 1
+                doc = orjson.dumps(
+                    {
+                        **resource,
+                        "meta": {
+                            "versionId": "1",
+                            "lastUpdated": time.strftime(
+                                "%Y-%m-%dT%H:%M:%SZ", time.gmtime((BASE_US // 10**6) + pk)
+                            ),
+                        },
+                    }
+                ).decode()
+                resources.append(
+                    (pk, resource["resourceType"], resource["id"], 1, BASE_US + pk * 10**6, doc)
+                )
+                rtype = resource["resourceType"]
+                for value in extract_index(resource):
+                    param = params.get((rtype, value[0]))
+                    if param is not None:
+                        row = _index_row(value, param, pk)
+                        if row is not None:
+                            rows[INDEX_TABLES[type(value)]].add(row)
+            with conn.cursor() as cur:
+                with cur.copy(
+                    "COPY resource (pk, resource_type, id, version_id, last_updated, deleted, "
+                    "content) FROM STDIN"
+                ) as copy:
+                    for p, t, rid, v, lu, doc in resources:
+                        copy.write_row((p, t, rid, v, lu, False, doc))
+                for table, values in rows.items():
+                    names = ", ".join(c.name for c in table.columns)
+                    with cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+                        for row in values:
+                            copy.write_row(row)
+                    index_rows += len(values)
+            conn.commit()
+            batch = []
+            if pk % 100_000 < 20_000:
+                print(f"  loaded {pk:,} resources", flush=True)
+        with conn.cursor() as cur:
+            cur.execute("SELECT setval(pg_get_serial_sequence('resource', 'pk'), %s)", (pk,))
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE")
+    return pk, index_rows
+
+
+def _plan(base: str, patients: int) -> list[tuple[str, str, str]]:
+    """(kind, method, path) for the mix, with paging cursors fetched up front."""
+    rng = random.Random(7)
+    cursors = []
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for code, *_ in VITALS:
+            url = f"/fhir/Observation?code={LOINC}|{code}&_total=none&_count=20"
+            for _ in range(3):
+                links = client.get(url).json()["link"]
+                url = next(x["url"] for x in links if x["relation"] == "next")
+                cursors.append(url.replace(base, ""))
+    kinds = [
+        "token",
+        "token+reference",
+        "string",
+        "date",
+        "reference",
+        "chained",
+        "_include",
+        "_revinclude",
+        "broad token",
+        "paging",
+    ]
+    plan = []
+    for n in range(REQUESTS):
+        kind = kinds[n % len(kinds)]
+        i = rng.randrange(patients)
+        code = rng.choice(VITALS)[0]
+        if kind == "token":
+            path = f"/fhir/Patient?identifier={NHS}|9{i:09d}"
+        elif kind == "token+reference":
+            path = f"/fhir/Observation?subject=Patient/p{i}&code={LOINC}|{code}"
+        elif kind == "string":
+            path = f"/fhir/Patient?family={rng.choice(FAMILIES)}{i % 97}&given={rng.choice(GIVEN)}"
+        elif kind == "date":
+            path = f"/fhir/Observation?subject=Patient/p{i}&date=ge2022-01-01"
+        elif kind == "reference":
+            path = f"/fhir/Observation?subject=Patient/p{i}"
+        elif kind == "chained":
+            path = f"/fhir/Observation?subject:Patient.identifier={NHS}|9{i:09d}&code={code}"
+        elif kind == "_include":
+            path = f"/fhir/Observation?subject=Patient/p{i}&_include=Observation:subject"
+        elif kind == "_revinclude":
+            path = f"/fhir/Patient?_id=p{i}&_revinclude=Encounter:subject"
+        elif kind == "broad token":
+            path = f"/fhir/Observation?code={LOINC}|{code}&_total=none"
+        else:
+            path = rng.choice(cursors)
+        plan.append((kind, "GET", path))
+    return plan
+
+
+def _mix(base: str, patients: int) -> None:
+    plan = _plan(base, patients)
+    # Warm up caches and connection pools.
+    load(base, lambda i: (plan[i][1], plan[i][2], {}), total=min(400, len(plan)), concurrency=8)
+    rate, latencies, errors = load(
+        base, lambda i: (plan[i][1], plan[i][2], {}), total=len(plan), concurrency=CONCURRENCY
+    )
+    print(
+        f"  search mix: {rate:,.0f} req/s with {CONCURRENCY} clients; "
+        f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms; "
+        f"{errors} errors (target >= 1,000 req/s)"
+    )
+    # Per kind, serially, so each latency is the request's own cost.
+    with httpx.Client(base_url=base, timeout=60) as client:
+        by_kind: dict[str, list[float]] = defaultdict(list)
+        for kind, _, path in plan[:600]:
+            started = time.perf_counter()
+            response = client.get(path)
+            by_kind[kind].append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, (path, response.text[:200])
+    for kind, values in by_kind.items():
+        print(
+            f"    {kind:16s} p50 {percentile(values, 50):6.1f} ms  "
+            f"p99 {percentile(values, 99):6.1f} ms  (serial, one client)"
+        )
+
+
+def _totals(base: str) -> None:
+    queries = [
+        ("Observation?code=http://loinc.org|8480-6", "one code (~10% of resources)"),
+        ("Observation?category=vital-signs", "every Observation (~60%)"),
+        ("Patient?gender=female", "half the patients"),
+        ("Observation?code=8480-6&value-quantity=gt150", "token AND quantity"),
+        ("Observation", "a whole type, no parameters"),
+    ]
+    with httpx.Client(base_url=base, timeout=120) as client:
+        for query, label in queries:
+            figures = []
+            for mode in ("&_total=accurate&_count=1", "&_total=estimate&_count=1"):
+                sep = "&" if "?" in query else "?"
+                path = f"/fhir/{query}{sep}{mode.lstrip('&')}"
+                times = []
+                total = None
+                for _ in range(3):
+                    started = time.perf_counter()
+                    body = client.get(path).json()
+                    times.append((time.perf_counter() - started) * 1000)
+                    total = body.get("total")
+                figures.append(
+                    f"{mode.split('=')[1].split('&')[0]} {total:,} in {min(times):.0f} ms"
+                )
+            print(f"  {label:34s} " + "; ".join(figures))
+
+
+def main() -> None:
+    patients = max(1, RESOURCES // PER_PATIENT)
+    cluster = start_cluster()
+    try:
+        url = cluster.url
+        engine = create_engine(url)
+        upgrade(engine)
+        store = SqlStore(engine)
+        print(f"PostgreSQL 15: building {patients * PER_PATIENT + 220:,} resources ...", flush=True)
+        started = time.perf_counter()
+        count, index_rows = build(url, store, patients)
+        elapsed = time.perf_counter() - started
+        engine.dispose()
+        print(
+            f"  build: {count:,} resources, {index_rows:,} index rows "
+            f"({index_rows / count:.1f} per resource) in {elapsed:.0f} s "
+            f"({count / elapsed:,.0f} resources/s, COPY)"
+        )
+        with served(url, workers=2) as base:
+            _mix(base, patients)
+            print("  totals (serial, best of 3):")
+            _totals(base)
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Durable storage of received messages: feeds, the ``message`` table, stage changes.
+
+:func:`store_messages` is the "store" of store-then-ACK: it registers unknown feeds,
+inserts a batch of messages with their raw bytes in one committed transaction (group
+commit), and reports, for each, whether it was new or a resend. The caller builds the
+acknowledgements only after it returns.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from sharedcare.db.engine import write_connection
+from sharedcare.db.tables import Feed, Message, Organisation
+from sharedcare.ingest.stages import Stage
+from sharedcare.record.instants import now_us
+
+__all__ = [
+    "FeedRef",
+    "FeedRegistry",
+    "Incoming",
+    "Stored",
+    "looks_like_ods_code",
+    "sender_key",
+    "store_messages",
+]
+
+MESSAGE: Any = Message.__table__
+FEED: Any = Feed.__table__
+ORGANISATION: Any = Organisation.__table__
+
+# ODS codes: 3 characters (trusts, e.g. RBD), 5 (their sites, e.g. RBD01), or a letter and
+# five digits (GP practices, e.g. J81021). https://digital.nhs.uk/services/organisation-data-service
+_RETRY_COLUMNS = ("b_id", "raw", "stage", "error_stage", "error", "updated_at")
+_ODS = re.compile(r"^(?:[A-Z][A-Z0-9]{2}(?:[A-Z0-9]{2})?|[A-Z]\d{5})$")
+
+
+def looks_like_ods_code(text: str) -> bool:
+    """Whether ``text`` has the shape of an ODS organisation or site code."""
+    return bool(_ODS.match(text))
+
+
+def sender_key(protocol: str, application: str, facility: str) -> str:
+    """The idempotency scope of a control id: protocol, sending application and facility."""
+    return f"{protocol}:{application}|{facility}"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRef:
+    """A registered feed, as the pipeline needs it."""
+
+    id: int
+    name: str
+    organisation: str | None
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One message to store.
+
+    Attributes:
+        protocol: ``hl7v2``, ``fhir`` or ``csv``.
+        application: Sending application (MSH-3), or the client or folder name.
+        facility: Sending facility (MSH-4), or the organisation's ODS code.
+        control_id: MSH-10, or another id unique per sender.
+        message_type: e.g. ``ADT^A01``.
+        raw: The bytes as received.
+        stage: The stage it is stored at: ``mapped``, ``stored`` or ``failed``.
+        error_stage: For ``failed``, the stage that could not be reached.
+        error: For ``failed``, the reason (no patient data).
+    """
+
+    protocol: str
+    application: str
+    facility: str
+    control_id: str
+    message_type: str
+    raw: bytes
+    stage: Stage
+    error_stage: str | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(sender key, control id): the idempotency key."""
+        return (sender_key(self.protocol, self.application, self.facility), self.control_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What storing one message did.
+
+    Attributes:
+        message_id: The ``message`` row.
+        feed: Its feed.
+        duplicate: True when the message was already stored (a resend) and nothing changed.
+        stage: The row's stage after this call.
+    """
+
+    message_id: int
+    feed: FeedRef
+    duplicate: bool
+    stage: str
+
+
+class FeedRegistry:
+    """Finds or registers feeds, remembering them for the life of the process."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str, str], FeedRef] = {}
+        self._lock = threading.Lock()
+
+    def resolve(
+        self, connection: Connection, protocol: str, application: str, facility: str
+    ) -> FeedRef:
+        """The feed for (protocol, application, facility), registered on first sight.
+
+        A new feed's organisation is its facility when that looks like an ODS code; an
+        organisation not yet known is added under its code, to be named later.
+        """
+        key = (protocol, application, facility)
+        with self._lock:
+            known = self._known.get(key)
+        if known is not None:
+            return known
+        ref = self._find(connection, key) or self._register(connection, key)
+        with self._lock:
+            self._known[key] = ref
+        return ref
+
+    @staticmethod
+    def _find(connection: Connection, key: tuple[str, str, str]) -> FeedRef | None:
+        row = connection.execute(
+            select(FEED.c.id, FEED.c.name, FEED.c.organisation_ods_code).where(
+                FEED.c.protocol == key[0],
+                FEED.c.sending_application == key[1],
+                FEED.c.sending_facility == key[2],
+            )
+        ).first()
+        return FeedRef(row.id, row.name, row.organisation_ods_code) if row else None
+
+    def _register(self, connection: Connection, key: tuple[str, str, str]) -> FeedRef:
+        protocol, application, facility = key
+        ods = facility.upper() if looks_like_ods_code(facility.upper()) else None
+        dialect = connection.dialect.name
+        insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
+        if ods is not None:
+            connection.execute(
+                insert_fn(ORGANISATION)
+                .values(ods_code=ods, name=ods, kind="unknown")
+                .on_conflict_do_nothing(index_elements=["ods_code"])
+            )
+        name = "@".join(p for p in (application, facility) if p)
+        connection.execute(
+            insert_fn(FEED)
+            .values(
+                name=name[:200],
+                organisation_ods_code=ods,
+                protocol=protocol,
+                sending_application=application,
+                sending_facility=facility,
+            )
+            .on_conflict_do_nothing(
+                index_elements=["protocol", "sending_application", "sending_facility"]
+            )
+        )
+        found = self._find(connection, key)
+        if found is None:  # pragma: no cover - the insert above guarantees a row
+            raise RuntimeError("feed registration failed")
+        return found
+
+
+def store_messages(
+    engine: Engine, items: Sequence[Incoming], registry: FeedRegistry
+) -> list[Stored]:
+    """Store a batch of messages in one committed transaction; idempotent per sender key.
+
+    A resend of a stored message is reported as a duplicate and not stored again, except
+    when the stored one failed: the resend then takes its place (a fresh attempt, so a
+    sender that fixed a message can resend it under the same control id).
+
+    Returns:
+        One :class:`Stored` per item, in order.
+    """
+    now = now_us()
+    with write_connection(engine) as connection:
+        feeds = [registry.resolve(connection, i.protocol, i.application, i.facility) for i in items]
+        rows = [
+            {
+                "feed_id": feed.id,
+                "sender_key": item.key[0],
+                "control_id": item.control_id,
+                "message_type": item.message_type[:40],
+                "received_at": now,
+                "updated_at": now,
+                "raw": item.raw,
+                "stage": item.stage.value,
+                "error_stage": item.error_stage,
+                "error": item.error,
+                "attempts": 1,
+            }
+            for item, feed in zip(items, feeds, strict=True)
+        ]
+        inserted = _insert_new(connection, rows)
+        results: list[Stored] = []
+        taken: set[tuple[str, str]] = set()
+        retried: list[dict[str, Any]] = []
+        for item, feed, row in zip(items, feeds, rows, strict=True):
+            key = item.key
+            if key in inserted and key not in taken:
+                taken.add(key)
+                results.append(Stored(inserted[key], feed, False, item.stage.value))
+                continue
+            existing = connection.execute(
+                select(MESSAGE.c.id, MESSAGE.c.stage).where(
+                    MESSAGE.c.sender_key == key[0], MESSAGE.c.control_id == key[1]
+                )
+            ).one()
+            if existing.stage == Stage.FAILED.value and key not in taken:
+                taken.add(key)
+                retried.append({**row, "b_id": existing.id})
+                results.append(Stored(existing.id, feed, False, item.stage.value))
+            else:
+                results.append(Stored(existing.id, feed, True, existing.stage))
+        if retried:
+            connection.execute(
+                update(MESSAGE)
+                .where(MESSAGE.c.id == bindparam("b_id"))
+                .values(
+                    raw=bindparam("raw"),
+                    stage=bindparam("stage"),
+                    error_stage=bindparam("error_stage"),
+                    error=bindparam("error"),
+                    updated_at=bindparam("updated_at"),
+                    attempts=MESSAGE.c.attempts + 1,
+                ),
+                [{k: r[k] for k in _RETRY_COLUMNS} for r in retried],
+            )
+        _count_feeds(connection, results)
+    return results
+
+
+def _insert_new(connection: Connection, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """Insert rows whose key is new; return the ids of those inserted, by key."""
+    insert_fn = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert_fn(MESSAGE)
+        .on_conflict_do_nothing(index_elements=["sender_key", "control_id"])
+        .returning(MESSAGE.c.id, MESSAGE.c.sender_key, MESSAGE.c.control_id)
+    )
+    # One cached statement, sent as multi-row INSERTs by SQLAlchemy's "insertmanyvalues".
+    result = connection.execute(statement, rows)
+    return {(row.sender_key, row.control_id): row.id for row in result}
+
+
+def _count_feeds(connection: Connection, results: list[Stored]) -> None:
+    received = Counter(r.feed.id for r in results)
+    new = Counter(r.feed.id for r in results if not r.duplicate)
+    failed = Counter(
+        r.feed.id for r in results if not r.duplicate and r.stage == Stage.FAILED.value
+    )
+    when = datetime.now(UTC)
+    for feed_id in sorted(received):
+        connection.execute(
+            update(FEED)
+            .where(FEED.c.id == feed_id)
+            .values(
+                last_message_at=when,
+                message_count=FEED.c.message_count + new[feed_id],
+                error_count=FEED.c.error_count + failed[feed_id],
+            )
+        )

@@ -1,0 +1,262 @@
+"""Write mapped messages to the record, many at a time, each exactly once.
+
+A batch of messages becomes one database transaction that both writes their resources and
+moves their ``message`` rows to ``written``: the stage change and the resources commit
+together, so a crash leaves a message either wholly written or still waiting, never half.
+Resources are PUT at their deterministic ids through the record's
+:class:`~sharedcare.record.repository.Repository` (validation, index extraction, ``meta``)
+and its store, with one AuditEvent per message, in the manner of a FHIR transaction
+(https://hl7.org/fhir/R4/http.html#transaction).
+
+Messages are applied in arrival order. When several messages in a batch touch the same
+resource (the same ward Location, or the same patient's successive ADT events), each one
+still makes its own version: writes are applied in rounds, the n-th change of every
+resource in round n. A message whose resources fail validation fails alone; the rest of
+the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, bindparam, insert, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from sharedcare.db.engine import write_connection
+from sharedcare.db.tables import Feed, IdentityAction, Message
+from sharedcare.ingest.hl7v2.mapping import MappedMessage, PatientMerge
+from sharedcare.ingest.stages import Stage
+from sharedcare.ingest.store import FeedRef
+from sharedcare.record.audit import AuditEntry, write_audit
+from sharedcare.record.context import RequestContext
+from sharedcare.record.errors import RecordError
+from sharedcare.record.instants import now_us
+from sharedcare.record.repository import Repository, _same_content
+from sharedcare.record.sqlstore import PendingWrite, SqlStore
+
+__all__ = ["Outcome", "ToWrite", "feed_context", "write_messages"]
+
+logger = logging.getLogger(__name__)
+
+MESSAGE: Any = Message.__table__
+FEED: Any = Feed.__table__
+ACTION: Any = IdentityAction.__table__
+_RETRIES = 3
+
+
+@dataclass(slots=True)
+class ToWrite:
+    """A mapped message waiting to be written to the record."""
+
+    message_id: int
+    feed: FeedRef
+    mapped: MappedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one message: its final stage and resource count, or the reason.
+
+    ``resources`` counts the resources the message holds in the record; those already
+    identical there are counted but get no new version.
+    """
+
+    message_id: int
+    stage: str
+    resources: int = 0
+    error: str | None = None
+
+
+def feed_context(feed: FeedRef) -> RequestContext:
+    """The request context a feed writes under (``meta.source`` names organisation and feed)."""
+    return RequestContext(
+        user=f"feed:{feed.name}",
+        organisation=feed.organisation,
+        role="feed",
+        purpose="TREAT",
+        source="ingest",
+        feed=feed.name,
+    )
+
+
+@dataclass(slots=True)
+class _Plan:
+    rounds: list[list[PendingWrite]] = field(default_factory=list)
+    audits: dict[int, tuple[RequestContext, list[AuditEntry]]] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    merges: list[tuple[int, PatientMerge]] = field(default_factory=list)
+
+
+def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now: int) -> _Plan:
+    keys = [(r["resourceType"], r["id"]) for item in items for r in item.mapped.resources]
+    current: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {
+        key: (stored.version_id, None if stored.deleted else stored.json())
+        for key, stored in store.read_many(connection, keys).items()
+    }
+    per_key: dict[tuple[str, str], list[PendingWrite]] = defaultdict(list)
+    plan = _Plan()
+    repos: dict[int, Repository] = {}
+    for item in items:
+        repo = repos.get(item.feed.id)
+        if repo is None:
+            repo = repos[item.feed.id] = Repository(store, feed_context(item.feed))
+        writes: list[PendingWrite] = []
+        seen: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {}
+        try:
+            for resource in item.mapped.resources:
+                key = (resource["resourceType"], resource["id"])
+                version, content = seen.get(key) or current.get(key) or (0, None)
+                if content is not None and _same_content(content, resource):
+                    continue
+                write = repo.prepare(
+                    resource, id=key[1], version_id=version + 1, now=now, existed=version > 0
+                )
+                writes.append(write)
+                seen[key] = (version + 1, resource)
+        except RecordError as error:
+            where = f"{resource.get('resourceType', 'resource')} mapped from the message"
+            plan.outcomes.append(
+                Outcome(item.message_id, Stage.FAILED.value, error=f"{where}: {error.message}")
+            )
+            continue
+        current.update(seen)
+        for write in writes:
+            per_key[(write.resource_type, write.id)].append(write)
+        stage = Stage.IDENTITY_PENDING if item.mapped.merges else Stage.WRITTEN
+        plan.outcomes.append(Outcome(item.message_id, stage.value, len(item.mapped.resources)))
+        plan.merges.extend((item.message_id, merge) for merge in item.mapped.merges)
+        entry = AuditEntry(
+            "transaction", "0", description=f"message {item.message_id}: {len(writes)} writes"
+        )
+        entry.entities = [f"{w.resource_type}/{w.id}/_history/{w.version_id}" for w in writes]
+        plan.audits.setdefault(item.feed.id, (repo.context, []))[1].append(entry)
+    depth = max((len(w) for w in per_key.values()), default=0)
+    plan.rounds = [[w[n] for w in per_key.values() if len(w) > n] for n in range(depth)]
+    return plan
+
+
+def _merge_payload(merge: PatientMerge) -> bytes:
+    return orjson.dumps(
+        {
+            "surviving": merge.surviving,
+            "survivingIdentifiers": merge.surviving_identifiers,
+            "priorPatientId": merge.prior_patient_id,
+            "priorIdentifiers": merge.prior_identifiers,
+        }
+    )
+
+
+def _finish(connection: Connection, outcomes: Sequence[Outcome], feeds: dict[int, int]) -> None:
+    now = now_us()
+    done = [o for o in outcomes if o.stage != Stage.FAILED.value]
+    failed = [o for o in outcomes if o.stage == Stage.FAILED.value]
+    if done:
+        connection.execute(
+            update(MESSAGE)
+            .where(MESSAGE.c.id == bindparam("b_id"))
+            .values(
+                stage=bindparam("b_stage"),
+                resource_count=bindparam("b_count"),
+                written_at=now,
+                updated_at=now,
+                error=None,
+                error_stage=None,
+            ),
+            [{"b_id": o.message_id, "b_stage": o.stage, "b_count": o.resources} for o in done],
+        )
+    if failed:
+        connection.execute(
+            update(MESSAGE)
+            .where(MESSAGE.c.id == bindparam("b_id"))
+            .values(
+                stage=Stage.FAILED.value,
+                error_stage=Stage.WRITTEN.value,
+                error=bindparam("b_error"),
+                updated_at=now,
+            ),
+            [{"b_id": o.message_id, "b_error": (o.error or "")[:2000]} for o in failed],
+        )
+        errors: dict[int, int] = defaultdict(int)
+        for outcome in failed:
+            errors[feeds[outcome.message_id]] += 1
+        for feed_id, count in sorted(errors.items()):
+            connection.execute(
+                update(FEED)
+                .where(FEED.c.id == feed_id)
+                .values(error_count=FEED.c.error_count + count)
+            )
+
+
+def _write_once(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) -> list[Outcome]:
+    now = now_us()
+    with write_connection(engine) as connection:
+        plan = _plan(connection, store, items, now)
+        for round_writes in plan.rounds:
+            store.apply(connection, round_writes)
+        for context, entries in plan.audits.values():
+            write_audit(connection, context, entries)
+        if plan.merges:
+            connection.execute(
+                insert(ACTION),
+                [
+                    {
+                        "message_id": message_id,
+                        "kind": "merge",
+                        "status": "pending",
+                        "payload": _merge_payload(merge),
+                        "created_at": now,
+                    }
+                    for message_id, merge in plan.merges
+                ],
+            )
+        _finish(connection, plan.outcomes, {i.message_id: i.feed.id for i in items})
+    return plan.outcomes
+
+
+def write_messages(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) -> list[Outcome]:
+    """Write mapped messages to the record and mark them written (or failed), atomically.
+
+    A concurrent writer changing the same resource makes the batch retry on fresh
+    versions. If the batch still cannot be committed, each message is tried on its own,
+    so one bad message fails alone, with its reason, in the error queue.
+
+    Returns:
+        One :class:`Outcome` per message.
+    """
+    if not items:
+        return []
+    for _ in range(_RETRIES):
+        try:
+            return _write_once(engine, store, items)
+        except IntegrityError:
+            continue  # another writer changed a resource first; re-read and retry
+        except DBAPIError as error:
+            if len(items) == 1:
+                return _fail_alone(engine, items[0], type(error).__name__)
+            break
+    if len(items) == 1:
+        return _fail_alone(engine, items[0], "IntegrityError")
+    outcomes: list[Outcome] = []
+    for item in items:
+        outcomes.extend(write_messages(engine, store, [item]))
+    return outcomes
+
+
+def _fail_alone(engine: Engine, item: ToWrite, cause: str) -> list[Outcome]:
+    logger.error("message %s could not be written to the record: %s", item.message_id, cause)
+    outcome = Outcome(
+        item.message_id,
+        Stage.FAILED.value,
+        error=(
+            f"the record could not be written ({cause}); it is kept, and can be replayed with "
+            f"`sharedcare ingest replay --id {item.message_id}` once the database is healthy"
+        ),
+    )
+    with write_connection(engine) as connection:
+        _finish(connection, [outcome], {item.message_id: item.feed.id})
+    return [outcome]

@@ -1,0 +1,484 @@
+"""Compiling search clauses into SQL over the typed index tables.
+
+Each clause becomes a semi-join ``resource.pk IN (SELECT res FROM idx_<type> WHERE param = …
+AND …)``: the index tables' primary keys lead with the parameter and value, so each is a
+range scan of one index. Clauses that are pure semi-joins are also kept as their ``SELECT
+res`` so that counting can intersect index scans without touching ``resource``.
+
+Chains (https://hl7.org/fhir/R4/search.html#chaining) compile the chained parameter against
+the target type and match reference rows whose target is in that result; ``_has``
+(https://hl7.org/fhir/R4/search.html#has) does the reverse.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Select, and_, cast, false, func, literal, not_, or_, select, true
+from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
+from sqlalchemy.sql.elements import ColumnElement
+
+from sharedcare.db.tables import (
+    IdxComposite,
+    IdxDate,
+    IdxNumber,
+    IdxQuantity,
+    IdxReference,
+    IdxString,
+    IdxToken,
+    IdxUri,
+    Resource,
+)
+from sharedcare.fhir.definitions import is_resource_type, search_parameters
+from sharedcare.fhir.internals.primitives import date_range
+from sharedcare.fhir.search_index import normalize_string
+from sharedcare.record.errors import InvalidRequest
+from sharedcare.record.search.model import Clause
+from sharedcare.record.search.parse import split_escaped, unescape
+
+ParamId = Callable[[str, str], "int | None"]
+
+RESOURCE: Any = Resource.__table__
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_DAY_US = 86_400_000_000
+
+TABLES: dict[str, Any] = {
+    "string": IdxString.__table__,
+    "token": IdxToken.__table__,
+    "reference": IdxReference.__table__,
+    "date": IdxDate.__table__,
+    "number": IdxNumber.__table__,
+    "quantity": IdxQuantity.__table__,
+    "uri": IdxUri.__table__,
+    "composite": IdxComposite.__table__,
+}
+_T_TOKEN: Any = IdxToken.__table__
+_T_STRING: Any = IdxString.__table__
+_T_REF: Any = IdxReference.__table__
+_T_DATE: Any = IdxDate.__table__
+_T_NUMBER: Any = IdxNumber.__table__
+_T_QUANTITY: Any = IdxQuantity.__table__
+_T_URI: Any = IdxUri.__table__
+_T_COMPOSITE: Any = IdxComposite.__table__
+
+
+@dataclass(slots=True)
+class Part:
+    """A compiled clause: its condition on the resource table and, when it is a pure
+    semi-join on one index, that index's ``SELECT res``."""
+
+    condition: ColumnElement[bool]
+    index: Select[Any] | None = None
+
+
+def prefix_of(value: str) -> tuple[str, str]:
+    """Split a comparison prefix (https://hl7.org/fhir/R4/search.html#prefix) off a value."""
+    if len(value) > 2 and value[:2] in PREFIXES and not value[2].isalpha():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def like_escape(text: str) -> str:
+    """Escape ``LIKE`` wildcards (the escape character is ``\\``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def search_date_range(value: str, name: str) -> tuple[int, int]:
+    """The ``[low, high)`` range a date search value covers, or a 400 naming the parameter."""
+    rng = date_range(value)
+    if rng is None:
+        raise InvalidRequest(
+            f"{name} takes FHIR dates such as 2024, 2024-05, 2024-05-01 or "
+            "2024-05-01T10:00:00Z, optionally after a prefix such as ge or lt",
+            expression=name,
+        )
+    return rng
+
+
+def date_condition(prefix: str, lo: int, hi: int, low: Any, high: Any) -> ColumnElement[bool]:
+    """R4 comparison of a target range ``[low, high)`` with a search range ``[lo, hi)``.
+
+    https://hl7.org/fhir/R4/search.html#date: ``eq`` when the search range contains the
+    target's; ``gt``/``lt`` when the target's range reaches beyond it; ``ge``/``le`` either;
+    ``sa``/``eb`` when the target starts after / ends before it; ``ap`` when the ranges
+    overlap once widened by 10% of the distance from now (at least a day).
+    """
+    contained = and_(low >= lo, high <= hi)
+    if prefix == "eq":
+        return contained
+    if prefix == "ne":
+        return not_(contained)
+    if prefix == "gt":
+        return high > hi  # type: ignore[no-any-return]
+    if prefix == "lt":
+        return low < lo  # type: ignore[no-any-return]
+    if prefix == "ge":
+        return or_(high > hi, contained)
+    if prefix == "le":
+        return or_(low < lo, contained)
+    if prefix == "sa":
+        return low >= hi  # type: ignore[no-any-return]
+    if prefix == "eb":
+        return high <= lo  # type: ignore[no-any-return]
+    now = time.time_ns() // 1000
+    slack = max(abs(now - lo) // 10, _DAY_US)
+    return and_(low < hi + slack, high > lo - slack)
+
+
+def decimal_of(raw: str, name: str) -> Decimal:
+    """A search number, or a 400 naming the parameter."""
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise InvalidRequest(
+            f"{name} takes a decimal number such as 5.4, optionally after a prefix such as gt",
+            expression=name,
+        )
+    return value
+
+
+def number_condition(prefix: str, raw: str, column: Any, name: str) -> ColumnElement[bool]:
+    """https://hl7.org/fhir/R4/search.html#number: ``eq`` honours the value's precision
+    (``100`` matches [99.5, 100.5)); ``ap`` allows 10%."""
+    value = decimal_of(raw, name)
+    exponent = value.as_tuple().exponent
+    half = Decimal(5) * Decimal(10) ** (int(exponent) - 1)
+    if prefix in {"eq", "ap"}:
+        spread = half if prefix == "eq" else max(abs(value) / 10, half)
+        return and_(column >= value - spread, column < value + spread)
+    if prefix == "ne":
+        return or_(column < value - half, column >= value + half)
+    comparisons: dict[str, ColumnElement[bool]] = {
+        "gt": column > value,
+        "lt": column < value,
+        "ge": column >= value,
+        "le": column <= value,
+        "sa": column > value,
+        "eb": column < value,
+    }
+    return comparisons[prefix]
+
+
+def token_condition(raw: str, code: Any, system: Any) -> ColumnElement[bool]:
+    """``code``, ``system|code``, ``|code`` or ``system|`` (https://hl7.org/fhir/R4/search.html#token)."""
+    parts = split_escaped(raw, "|")
+    if len(parts) == 1:
+        return code == parts[0]  # type: ignore[no-any-return]
+    sys, value = parts[0], "|".join(parts[1:])
+    if not value:
+        return system == sys  # type: ignore[no-any-return]
+    return and_(code == value, system == sys)
+
+
+class Compiler:
+    """Compiles the clauses of a search on one resource type against one resource alias.
+
+    Args:
+        param_id: ``(resource_type, code) -> int | None`` for index parameter ids.
+        resource_type: The type searched.
+        table: The resource table (or an alias of it, for chains and ``_has``).
+        dialect: ``sqlite`` or ``postgresql``.
+    """
+
+    def __init__(
+        self,
+        param_id: ParamId,
+        resource_type: str,
+        table: Any,
+        dialect: str,
+        *,
+        bytewise: bool = False,
+    ) -> None:
+        self.param_id = param_id
+        self.resource_type = resource_type
+        self.table = table
+        self.dialect = dialect
+        self.bytewise = bytewise
+
+    def _inner(self, resource_type: str, table: Any) -> Compiler:
+        return Compiler(self.param_id, resource_type, table, self.dialect, bytewise=self.bytewise)
+
+    def _param(self, code: str, resource_type: str | None = None) -> int:
+        param = self.param_id(resource_type or self.resource_type, code)
+        if param is None:
+            return -1  # never indexed: matches nothing
+        return param
+
+    def clause(self, clause: Clause) -> Part:
+        """Compile one clause."""
+        r = self.table
+        if clause.code == "_id":
+            ids = [unescape(v) for v in clause.values]
+            if clause.modifier == "missing":
+                return Part(false() if clause.values[0] == "true" else true())
+            condition = r.c.id.in_(ids)
+            return Part(not_(condition) if clause.modifier == "not" else condition)
+        if clause.code == "_lastUpdated":
+            if clause.modifier == "missing":
+                return Part(false() if clause.values[0] == "true" else true())
+            parts = []
+            for raw in clause.values:
+                prefix, value = prefix_of(raw)
+                lo, hi = search_date_range(value, clause.name)
+                parts.append(date_condition(prefix, lo, hi, r.c.last_updated, r.c.last_updated + 1))
+            return Part(or_(*parts))
+        if clause.has is not None:
+            return Part(self._has(clause))
+        if clause.chain:
+            return self._semi(self._chain(clause))
+        table = TABLES[clause.type]
+        if clause.modifier == "missing":
+            present: Any = select(table.c.res).where(table.c.param == self._param(clause.code))
+            if clause.type == "reference":  # a logical reference (identifier only) is a value
+                ident = self._param(f"{clause.code}:identifier")
+                either = present.union_all(
+                    select(_T_TOKEN.c.res).where(_T_TOKEN.c.param == ident)
+                ).subquery()
+                present = select(either.c.res)
+            if clause.values[0] == "true":
+                return Part(not_(r.c.pk.in_(present)))
+            return self._semi(present)
+        if clause.type == "reference" and clause.modifier == "identifier":
+            ident = self._param(f"{clause.code}:identifier")
+            conds = [token_condition(v, _T_TOKEN.c.code, _T_TOKEN.c.system) for v in clause.values]
+            return self._semi(select(_T_TOKEN.c.res).where(_T_TOKEN.c.param == ident, or_(*conds)))
+        if clause.type == "token" and clause.modifier == "of-type":
+            return self._of_type(clause)
+        handler = getattr(self, f"_{clause.type}")
+        conditions = [handler(v, clause) for v in clause.values]
+        index = select(table.c.res).where(
+            table.c.param == self._param(clause.code), or_(*conditions)
+        )
+        if clause.type == "token" and clause.modifier == "not":
+            return Part(not_(r.c.pk.in_(index)))
+        return self._semi(index)
+
+    def _semi(self, index: Select[Any]) -> Part:
+        return Part(self.table.c.pk.in_(index), index)
+
+    # -- per type: a condition on the index table ------------------------------------------
+
+    def _token(self, raw: str, clause: Clause) -> ColumnElement[bool]:
+        t = _T_TOKEN
+        if clause.modifier == "text":
+            pattern = "%" + like_escape(normalize_string(unescape(raw))) + "%"
+            return t.c.text.like(pattern, escape="\\")  # type: ignore[no-any-return]
+        return token_condition(raw, t.c.code, t.c.system)
+
+    def _string(self, raw: str, clause: Clause) -> ColumnElement[bool]:
+        t = _T_STRING
+        value = unescape(raw)
+        if clause.modifier == "exact":
+            return t.c.exact == value  # type: ignore[no-any-return]
+        text = normalize_string(value)
+        if clause.modifier == "contains":
+            return t.c.value.like(f"%{like_escape(text)}%", escape="\\")  # type: ignore[no-any-return]
+        condition = t.c.value.like(f"{like_escape(text)}%", escape="\\")
+        if self.bytewise and text and ord(text[-1]) < 0x10FFFF:
+            # Under byte-order collation a prefix is a key range: let the index find it.
+            upper = text[:-1] + chr(ord(text[-1]) + 1)
+            condition = and_(t.c.value >= text, t.c.value < upper, condition)
+        return condition  # type: ignore[no-any-return]
+
+    def _reference(self, raw: str, clause: Clause) -> ColumnElement[bool]:
+        t = _T_REF
+        raw = unescape(raw)
+        if raw.startswith(("http://", "https://", "urn:")):
+            tail = raw.rstrip("/").split("/")
+            if len(tail) >= 2 and is_resource_type(tail[-2]):
+                same = and_(t.c.target_type == tail[-2], t.c.target_id == tail[-1])
+                return or_(t.c.url == raw, same)
+            return t.c.url == raw  # type: ignore[no-any-return]
+        parts = raw.split("/")
+        if len(parts) >= 4 and parts[-2] == "_history" and is_resource_type(parts[-4]):
+            parts = parts[-4:-2]
+        if len(parts) >= 2 and is_resource_type(parts[-2]):
+            target_type: str | None = parts[-2]
+            target_id = parts[-1]
+            if clause.modifier and clause.modifier != target_type:
+                return false()
+        else:
+            target_type, target_id = clause.modifier, raw
+        condition = t.c.target_id == target_id
+        if target_type:
+            condition = and_(condition, t.c.target_type == target_type)
+        return condition  # type: ignore[no-any-return]
+
+    def _date(self, raw: str, clause: Clause) -> ColumnElement[bool]:
+        t = _T_DATE
+        prefix, value = prefix_of(raw)
+        lo, hi = search_date_range(value, clause.name)
+        return date_condition(prefix, lo, hi, t.c.low, t.c.high)
+
+    def _number(self, raw: str, clause: Clause) -> ColumnElement[bool]:
+        prefix, value = prefix_of(raw)
+        return number_condition(prefix, value, _T_NUMBER.c.value, clause.name)
+
+    def _quantity(self, raw: str, clause: Clause) -> ColumnElement[bool]:
+        t = _T_QUANTITY
+        return quantity_condition(raw, t.c.value, t.c.system, t.c.code, t.c.unit, clause.name)
+
+    def _uri(self, raw: str, clause: Clause) -> ColumnElement[bool]:
+        t = _T_URI
+        raw = unescape(raw)
+        if clause.modifier == "below":
+            return t.c.uri.like(like_escape(raw.rstrip("/")) + "%", escape="\\")  # type: ignore[no-any-return]
+        if clause.modifier == "above":
+            parts = raw.rstrip("/").split("/")
+            prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            return t.c.uri.in_(prefixes)  # type: ignore[no-any-return]
+        return t.c.uri == raw  # type: ignore[no-any-return]
+
+    def _composite(self, raw: str, clause: Clause) -> ColumnElement[bool]:
+        from sharedcare.record.search.composite import composite_condition
+
+        definition = search_parameters(self.resource_type)[clause.code]
+        return composite_condition(definition, raw, clause.name)
+
+    # -- chains, _has and :of-type ----------------------------------------------------------
+
+    def _chain(self, clause: Clause) -> Select[Any]:
+        t = _T_REF
+        options = []
+        for target_type, inner in clause.chain:
+            alias = RESOURCE.alias()
+            part = self._inner(target_type, alias).clause(inner)
+            if part.index is not None:
+                targets = select(alias.c.id).where(
+                    alias.c.resource_type == target_type, alias.c.pk.in_(part.index)
+                )
+            else:
+                targets = select(alias.c.id).where(
+                    alias.c.resource_type == target_type,
+                    alias.c.deleted.is_(False),
+                    part.condition,
+                )
+            options.append(and_(t.c.target_type == target_type, t.c.target_id.in_(targets)))
+        return select(t.c.res).where(t.c.param == self._param(clause.code), or_(*options))
+
+    def _has(self, clause: Clause) -> ColumnElement[bool]:
+        assert clause.has is not None
+        source, ref_code, inner = clause.has
+        alias = RESOURCE.alias()
+        part = self._inner(source, alias).clause(inner)
+        if part.index is not None:
+            referrers: Any = part.index
+        else:
+            referrers = select(alias.c.pk).where(
+                alias.c.resource_type == source, alias.c.deleted.is_(False), part.condition
+            )
+        t = _T_REF
+        targets = select(t.c.target_id).where(
+            t.c.param == self._param(ref_code, source),
+            t.c.target_type == self.resource_type,
+            t.c.res.in_(referrers),
+        )
+        return self.table.c.id.in_(targets)  # type: ignore[no-any-return]
+
+    def _of_type(self, clause: Clause) -> Part:
+        """``identifier:of-type=type-system|type-code|value``
+        (https://hl7.org/fhir/R4/search.html#token): the index narrows by value, then the
+        identifier's ``type`` is checked in the stored JSON."""
+        definition = search_parameters(self.resource_type)[clause.code]
+        elements = _identifier_elements(self.resource_type, definition.expression or "")
+        if not elements:
+            raise InvalidRequest(
+                f"{clause.code}:of-type applies only to Identifier parameters",
+                expression=clause.name,
+            )
+        t = _T_TOKEN
+        options = []
+        for raw in clause.values:
+            parts = split_escaped(raw, "|")
+            if len(parts) != 3 or not all(parts):
+                raise InvalidRequest(
+                    f"{clause.name} takes type-system|type-code|value, e.g. "
+                    "http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345",
+                    expression=clause.name,
+                )
+            system, code, value = parts
+            indexed = self.table.c.pk.in_(
+                select(t.c.res).where(t.c.param == self._param(clause.code), t.c.code == value)
+            )
+            typed = or_(*(self._identifier_typed(e, system, code, value) for e in elements))
+            options.append(and_(indexed, typed))
+        return Part(or_(*options))
+
+    def _identifier_typed(
+        self, element: str, system: str, code: str, value: str
+    ) -> ColumnElement[bool]:
+        content = self.table.c.content
+        if self.dialect == "postgresql":
+            path = (
+                f"$.{element}[*] ? (@.value == $v && "
+                "exists(@.type.coding[*] ? (@.system == $s && @.code == $c)))"
+            )
+            variables = literal({"v": value, "s": system, "c": code}, JSONB)
+            return func.jsonb_path_exists(content, cast(path, JSONPATH), variables)
+        items = func.json_each(
+            func.iif(
+                func.json_type(content, f"$.{element}") == "array",
+                func.json_extract(content, f"$.{element}"),
+                func.json_array(func.json(func.json_extract(content, f"$.{element}"))),
+            )
+        ).table_valued("value", name="ident")
+        codings = func.json_each(items.c.value, "$.type.coding").table_valued(
+            "value", name="coding"
+        )
+        return (
+            select(literal(1))
+            .select_from(items)
+            .join(codings, true())
+            .where(
+                func.json_extract(items.c.value, "$.value") == value,
+                func.json_extract(codings.c.value, "$.system") == system,
+                func.json_extract(codings.c.value, "$.code") == code,
+            )
+            .exists()
+        )
+
+
+def quantity_condition(
+    raw: str, value: Any, system: Any, code: Any, unit: Any, name: str
+) -> ColumnElement[bool]:
+    """``[prefix]number|system|code`` (https://hl7.org/fhir/R4/search.html#quantity):
+    ``number||code`` matches the code or the unit text; no system or code matches any."""
+    prefix, rest = prefix_of(raw)
+    parts = split_escaped(rest, "|")
+    if len(parts) not in {1, 3}:
+        raise InvalidRequest(
+            f"{name} takes [prefix]number[|system|code], e.g. gt5.4|http://unitsofmeasure.org|mg",
+            expression=name,
+        )
+    condition = number_condition(prefix, parts[0], value, name)
+    if len(parts) == 3:
+        if parts[1]:
+            condition = and_(condition, system == parts[1])
+        if parts[2]:
+            condition = and_(condition, or_(code == parts[2], unit == parts[2]))
+    return condition
+
+
+_BRANCH = re.compile(r"^\(?([A-Za-z]+)\.([A-Za-z]+)\)?$")
+
+
+def _identifier_elements(resource_type: str, expression: str) -> list[str]:
+    from sharedcare.fhir.definitions import node_for_type
+
+    node = node_for_type(resource_type)
+    out = []
+    for branch in expression.split("|"):
+        match = _BRANCH.match(branch.strip())
+        if match is None or match.group(1) != resource_type or node is None:
+            continue
+        prop = node.props.get(match.group(2))
+        if prop is not None and prop.type_code == "Identifier":
+            out.append(match.group(2))
+    return out

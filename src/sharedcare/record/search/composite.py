@@ -1,0 +1,151 @@
+"""Composite search parameters (https://hl7.org/fhir/R4/search.html#composite).
+
+R4 composites have a token (or, once, a reference) first and then one or two components of
+another type: ``token$token``, ``token$quantity``, ``token$date``, ``token$string`` and
+``token$number$number``. Each combination of component values is one ``idx_composite`` row
+with typed columns, so a search such as
+``code-value-quantity=http://loinc.org|8480-6$gt140`` is one index range scan on
+``(param, code1)`` with the value compared in the same row:
+
+=========  ======================================================================
+column     holds
+=========  ======================================================================
+code1      first component: token code, or reference target id
+system1    first component: token system, or reference target type
+code2      second component: token code, quantity code, normalised string, uri
+system2    second component: token system, quantity system, exact string
+unit2      second component: quantity unit
+number2    second component: quantity or number value
+low2/high2 second component: date range (epoch µs, high exclusive)
+number3    third component: number value
+=========  ======================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_
+from sqlalchemy.sql.elements import ColumnElement
+
+from sharedcare.db.tables import IdxComposite
+from sharedcare.fhir.definitions import SearchParam
+from sharedcare.fhir.search_index import (
+    DateValue,
+    IndexValue,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+from sharedcare.record.errors import InvalidRequest
+from sharedcare.record.search.clauses import (
+    date_condition,
+    like_escape,
+    number_condition,
+    prefix_of,
+    quantity_condition,
+    search_date_range,
+    token_condition,
+)
+from sharedcare.record.search.parse import split_escaped, unescape
+
+__all__ = ["COMPOSITE_COLUMNS", "composite_columns", "composite_condition"]
+
+T: Any = IdxComposite.__table__
+#: The typed columns, in the order :func:`composite_columns` returns them.
+COMPOSITE_COLUMNS = (
+    "code1",
+    "system1",
+    "code2",
+    "system2",
+    "unit2",
+    "number2",
+    "low2",
+    "high2",
+    "number3",
+)
+
+
+def _blank(value: str | None) -> str:
+    return "" if value is None else value
+
+
+def composite_columns(components: tuple[IndexValue, ...]) -> tuple[Any, ...]:
+    """The typed column values (see the module docstring) for one combination."""
+    cols: dict[str, Any] = dict.fromkeys(COMPOSITE_COLUMNS)
+    for position, value in enumerate(components[:3], start=1):
+        if position == 1:
+            if isinstance(value, TokenValue):
+                cols["code1"], cols["system1"] = _blank(value.code), _blank(value.system)
+            elif isinstance(value, ReferenceValue):
+                cols["code1"], cols["system1"] = _blank(value.target_id), _blank(value.target_type)
+        elif position == 2:
+            if isinstance(value, TokenValue):
+                cols["code2"], cols["system2"] = _blank(value.code), _blank(value.system)
+            elif isinstance(value, ReferenceValue):
+                cols["code2"], cols["system2"] = _blank(value.target_id), _blank(value.target_type)
+            elif isinstance(value, QuantityValue):
+                cols["number2"], cols["code2"] = value.value, _blank(value.code)
+                cols["system2"], cols["unit2"] = _blank(value.system), _blank(value.unit)
+            elif isinstance(value, NumberValue):
+                cols["number2"] = value.value
+            elif isinstance(value, DateValue):
+                cols["low2"], cols["high2"] = value.low, value.high
+            elif isinstance(value, StringValue):
+                cols["code2"], cols["system2"] = value.normalized[:512], value.exact[:512]
+            elif isinstance(value, UriValue):
+                cols["code2"] = value.uri
+        elif isinstance(value, NumberValue):
+            cols["number3"] = value.value
+    return tuple(cols[c] for c in COMPOSITE_COLUMNS)
+
+
+def composite_condition(definition: SearchParam, raw: str, name: str) -> ColumnElement[bool]:
+    """The ``idx_composite`` condition for one value ``a$b[$c]`` of a composite parameter."""
+    parts = split_escaped(raw, "$", keep=True)
+    kinds = [c.type for c in definition.components]
+    if len(parts) != len(kinds) or not all(parts):
+        example = "$".join(f"<{k}>" for k in kinds)
+        raise InvalidRequest(
+            f"{name} takes {len(kinds)} values joined by $: {example}", expression=name
+        )
+    conditions = [
+        _component(position, kind, value, name)
+        for position, (kind, value) in enumerate(zip(kinds, parts, strict=True), start=1)
+    ]
+    return and_(*conditions)
+
+
+def _component(position: int, kind: str, value: str, name: str) -> ColumnElement[bool]:
+    if position == 1:
+        if kind == "reference":
+            ref = unescape(value).split("/")
+            if len(ref) >= 2:
+                return and_(T.c.code1 == ref[-1], T.c.system1 == ref[-2])
+            return T.c.code1 == ref[0]  # type: ignore[no-any-return]
+        return token_condition(value, T.c.code1, T.c.system1)
+    if position == 3:
+        prefix, number = prefix_of(value)
+        return number_condition(prefix, number, T.c.number3, name)
+    if kind == "token":
+        return token_condition(value, T.c.code2, T.c.system2)
+    if kind == "quantity":
+        return quantity_condition(value, T.c.number2, T.c.system2, T.c.code2, T.c.unit2, name)
+    if kind == "number":
+        prefix, number = prefix_of(value)
+        return number_condition(prefix, number, T.c.number2, name)
+    if kind == "date":
+        prefix, text = prefix_of(value)
+        lo, hi = search_date_range(text, name)
+        return date_condition(prefix, lo, hi, T.c.low2, T.c.high2)
+    if kind == "string":
+        from sharedcare.fhir.search_index import normalize_string
+
+        pattern = like_escape(normalize_string(unescape(value))) + "%"
+        return T.c.code2.like(pattern, escape="\\")  # type: ignore[no-any-return]
+    if kind == "reference":
+        return T.c.code2 == unescape(value).split("/")[-1]  # type: ignore[no-any-return]
+    return T.c.code2 == unescape(value)  # type: ignore[no-any-return]

@@ -1,0 +1,129 @@
+"""Running a compiled search: one page of keys, the paging cursors and the total.
+
+``_total`` (https://hl7.org/fhir/R4/search.html#total): ``none`` skips counting;
+``accurate`` counts (by intersecting index scans where every condition is one, so the
+resource table is not read); ``estimate`` asks PostgreSQL's planner (on SQLite it counts).
+When the first page holds every match, its length is the total and no count runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Text, cast
+
+from sharedcare.record.search import CompiledSearch
+from sharedcare.record.search.clauses import RESOURCE
+from sharedcare.record.search.model import SearchRequest
+from sharedcare.record.search.paging import decode_cursor, encode_cursor
+from sharedcare.record.sqlstore import StoredResource
+
+
+@dataclass(slots=True)
+class PageResult:
+    """Keys of one page of matches, in order, with the total and the paging cursors."""
+
+    pks: list[int]
+    total: int | None
+    resources: list[StoredResource] = field(default_factory=list)
+    next_cursor: str | None = None
+    previous_cursor: str | None = None
+    first: bool = True
+
+
+def run_search(
+    connection: Connection, request: SearchRequest, compiled: CompiledSearch
+) -> PageResult:
+    """Run ``compiled`` for ``request``: the page, the total (as asked) and the cursors."""
+    if request.summary == "count":
+        return PageResult([], _total(connection, compiled, "accurate"))
+    anchor: list[Any] | None = None
+    before = False
+    if request.cursor is not None:
+        direction, anchor = decode_cursor(request.cursor, compiled.keys)
+        before = direction == "prev"
+    size = request.count
+    width = len(compiled.keys)
+    query = compiled.page(
+        size + 1, offset=request.offset, anchor=anchor, before=before, columns=_columns(connection)
+    )
+    rows = list(connection.execute(query).all())
+    more = len(rows) > size
+    rows = rows[:size]
+    if before:
+        rows.reverse()
+    positions = [[*row[1:width], row[0]] for row in rows]
+    result = PageResult([row[0] for row in rows], None, [_stored(row) for row in rows])
+    result.first = anchor is None and request.offset == 0
+    if positions:
+        if more or before:
+            result.next_cursor = encode_cursor("next", positions[-1])
+        if (before and more) or (not before and not result.first):
+            result.previous_cursor = encode_cursor("prev", positions[0])
+    if request.total != "none":
+        if result.first and not more:
+            result.total = len(rows)
+        else:
+            result.total = _total(connection, compiled, request.total)
+    return result
+
+
+def _total(connection: Connection, compiled: CompiledSearch, mode: str) -> int:
+    if mode == "estimate" and connection.dialect.name == "postgresql":
+        # The planner's row estimate for each index scan (its statistics on the index
+        # columns are good); the matches are at most the smallest of them.
+        scans = compiled.index_scans or [compiled.matches()]
+        return min(_planned_rows(connection, scan) for scan in scans)
+    return int(connection.scalar(compiled.count()) or 0)
+
+
+def _planned_rows(connection: Connection, query: Any) -> int:
+    statement = query.compile(dialect=connection.dialect)
+    plan = connection.exec_driver_sql(
+        "EXPLAIN (FORMAT JSON) " + str(statement), statement.params
+    ).scalar()
+    if isinstance(plan, list) and plan:
+        return int(plan[0]["Plan"]["Plan Rows"])
+    return 0
+
+
+def _columns(connection: Connection) -> list[Any]:
+    """The resource columns a page returns, so matches come back in the same query."""
+    content = RESOURCE.c.content
+    if connection.dialect.name == "postgresql":
+        content = cast(content, Text)  # jsonb as text: handed to the client as it is
+    return [
+        RESOURCE.c.resource_type,
+        RESOURCE.c.id,
+        RESOURCE.c.version_id,
+        RESOURCE.c.last_updated,
+        content.label("content"),
+    ]
+
+
+def _stored(row: Any) -> StoredResource:
+    content = row.content
+    if isinstance(content, str):
+        content = content.encode()
+    return StoredResource(
+        row.resource_type, row.id, row.version_id, row.last_updated, False, content
+    )
+
+
+_BYTEWISE = frozenset({"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"})
+_collations: dict[str, bool] = {}
+
+
+def bytewise_collation(connection: Connection) -> bool:
+    """Whether the database compares text in byte order (SQLite always; PostgreSQL when
+    its collation is C). Asked once per database."""
+    if connection.dialect.name != "postgresql":
+        return True
+    key = str(connection.engine.url)
+    if key not in _collations:
+        collation = connection.exec_driver_sql(
+            "SELECT datcollate FROM pg_database WHERE datname = current_database()"
+        ).scalar()
+        _collations[key] = str(collation).lower() in _BYTEWISE
+    return _collations[key]
