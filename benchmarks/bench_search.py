@@ -10,6 +10,8 @@ minutes rather than the hours one HTTP request each would take.
 Figures printed:
 
 * **Build**: resources/s and index rows per resource.
+* **Baseline**: reads by id with the same clients, which pay the same per-request costs
+  (HTTP, access check, audit insert), so the ratio shows what search itself adds.
 * **Search mix** over HTTP (2 server workers, concurrent clients on the same 2 cores):
   token (identifier), token + reference, string, date, reference, chained, ``_include``,
   ``_revinclude``, a broad token search and deep keyset paging. Requests/s and p50/p99
@@ -298,6 +300,16 @@ def _mix(base: str, patients: int) -> None:
         f"  search mix: {rate:,.0f} req/s with {CONCURRENCY} clients; "
         f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms; "
         f"{errors} errors (target >= 1,000 req/s)"
+    )
+    # The platform floor: plain reads pay the same HTTP, access-check and audit costs.
+    rng = random.Random(3)
+    reads = [f"/fhir/Patient/p{rng.randrange(patients)}" for _ in range(len(plan))]
+    read_rate, read_latencies, _ = load(
+        base, lambda i: ("GET", reads[i], {}), total=len(reads), concurrency=CONCURRENCY
+    )
+    print(
+        f"  baseline, reads by id: {read_rate:,.0f} req/s, p99 "
+        f"{percentile(read_latencies, 99):.1f} ms (search mix is {rate / read_rate:.0%} of it)"
     )
     # Per kind, serially, so each latency is the request's own cost.
     with httpx.Client(base_url=base, timeout=60) as client:

@@ -117,7 +117,11 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engin
         hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip on every checkout. Connections are recycled
+        # instead, and one broken by a server restart fails a single request, then is
+        # discarded by the pool.
+        pool_pre_ping=False,
+        pool_recycle=1800,
     )
 
 

@@ -185,6 +185,7 @@ class Compiler:
         resource_type: The type searched.
         table: The resource table (or an alias of it, for chains and ``_has``).
         dialect: ``sqlite`` or ``postgresql``.
+        bytewise: Text compares in byte order, so string prefixes become key ranges.
     """
 
     def __init__(
