@@ -184,6 +184,17 @@ class SqlStore:
         # PostgreSQL hands back jsonb as text, so it goes to the client without re-encoding.
         return cast(column, SqlText) if self.dialect == "postgresql" else column
 
+    def _version_columns(self, table: Any) -> list[Any]:
+        """The columns that make a :class:`StoredResource`, from ``resource`` or history."""
+        return [
+            table.c.resource_type,
+            table.c.id,
+            table.c.version_id,
+            table.c.last_updated,
+            table.c.deleted,
+            self._content(table.c.content).label("content"),
+        ]
+
     def _row(self, row: Any) -> StoredResource:
         content = row.content
         if isinstance(content, str):
@@ -196,12 +207,7 @@ class SqlStore:
         """The current version of a resource (possibly a deletion), or ``None``."""
         row = connection.execute(
             select(
-                RESOURCE.c.resource_type,
-                RESOURCE.c.id,
-                RESOURCE.c.version_id,
-                RESOURCE.c.last_updated,
-                RESOURCE.c.deleted,
-                self._content(RESOURCE.c.content).label("content"),
+                *self._version_columns(RESOURCE),
             ).where(RESOURCE.c.resource_type == resource_type, RESOURCE.c.id == id)
         ).first()
         return None if row is None else self._row(row)
@@ -216,12 +222,7 @@ class SqlStore:
             chunk = keys[start : start + _CHUNK]
             rows = connection.execute(
                 select(
-                    RESOURCE.c.resource_type,
-                    RESOURCE.c.id,
-                    RESOURCE.c.version_id,
-                    RESOURCE.c.last_updated,
-                    RESOURCE.c.deleted,
-                    self._content(RESOURCE.c.content).label("content"),
+                    *self._version_columns(RESOURCE),
                 ).where(_keys_in(chunk))
             )
             for row in rows:
@@ -235,12 +236,7 @@ class SqlStore:
             rows = connection.execute(
                 select(
                     RESOURCE.c.pk,
-                    RESOURCE.c.resource_type,
-                    RESOURCE.c.id,
-                    RESOURCE.c.version_id,
-                    RESOURCE.c.last_updated,
-                    RESOURCE.c.deleted,
-                    self._content(RESOURCE.c.content).label("content"),
+                    *self._version_columns(RESOURCE),
                 ).where(RESOURCE.c.pk.in_(pks[start : start + _CHUNK]))
             )
             for row in rows:
@@ -256,12 +252,7 @@ class SqlStore:
             return current if current and current.version_id == version_id else None
         row = connection.execute(
             select(
-                HISTORY.c.resource_type,
-                HISTORY.c.id,
-                HISTORY.c.version_id,
-                HISTORY.c.last_updated,
-                HISTORY.c.deleted,
-                self._content(HISTORY.c.content).label("content"),
+                *self._version_columns(HISTORY),
             ).where(
                 HISTORY.c.resource_type == resource_type,
                 HISTORY.c.id == id,
@@ -294,12 +285,7 @@ class SqlStore:
         selects = []
         for table in (RESOURCE, HISTORY):
             query = select(
-                table.c.resource_type,
-                table.c.id,
-                table.c.version_id,
-                table.c.last_updated,
-                table.c.deleted,
-                self._content(table.c.content).label("content"),
+                *self._version_columns(table),
             )
             if resource_type is not None:
                 query = query.where(table.c.resource_type == resource_type)
