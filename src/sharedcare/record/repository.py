@@ -157,14 +157,10 @@ class Repository:
     def _audited_read(self, entry: AuditEntry, work: Callable[[Connection], T]) -> T:
         with self._audited(entry):
             self._check(entry.interaction, entry.resource_type, entry.resource_id)
-            if self.store.dialect == "postgresql":
-                # One transaction for the read and its AuditEvent: half the round trips.
-                with write_connection(self.engine) as connection:
-                    result = work(connection)
-                    write_audit(connection, self.context, [entry])
-                return result
-            # On SQLite a write transaction would serialise readers, so the read runs in its
-            # own snapshot and the audit in a short write transaction after it.
+            # The read runs in its own snapshot and the audit in a short write transaction
+            # after it. Reading inside the audit's write transaction was measured: on
+            # PostgreSQL at 1M resources a broad search went from 1.6 ms to 400-775 ms, and on
+            # SQLite a write transaction would serialise readers.
             with self.engine.connect() as connection:
                 result = work(connection)
             with write_connection(self.engine) as connection:
