@@ -36,7 +36,7 @@ from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import RecordError
 from sharedcare.record.instants import now_us
-from sharedcare.record.repository import Repository, _same_content
+from sharedcare.record.repository import Repository, same_content
 from sharedcare.record.sqlstore import PendingWrite, SqlStore
 
 __all__ = ["Outcome", "ToWrite", "feed_context", "write_messages"]
@@ -111,7 +111,7 @@ def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now
             for resource in item.mapped.resources:
                 key = (resource["resourceType"], resource["id"])
                 version, content = seen.get(key) or current.get(key) or (0, None)
-                if content is not None and _same_content(content, resource):
+                if content is not None and same_content(content, resource):
                     continue
                 write = repo.prepare(
                     resource, id=key[1], version_id=version + 1, now=now, existed=version > 0

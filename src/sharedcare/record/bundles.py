@@ -28,7 +28,7 @@ from sharedcare.record.errors import (
     VersionConflict,
 )
 from sharedcare.record.instants import now_us, to_instant
-from sharedcare.record.repository import Repository, _etag_version, _same_content, new_id
+from sharedcare.record.repository import Repository, etag_version, new_id, same_content
 from sharedcare.record.sqlstore import PendingWrite, StoredResource
 
 __all__ = ["process_bundle"]
@@ -271,13 +271,13 @@ def _prepare_entry(
             raise InvalidRequest("the resource's id must match the id in request.url")
         existing = current.get((entry.resource_type, entry.id))
         if entry.if_match is not None:
-            wanted = _etag_version(entry.if_match)
+            wanted = etag_version(entry.if_match)
             if existing is None or existing.version_id != wanted:
                 raise VersionConflict(f"ifMatch names version {wanted}, not the current one")
         if (
             existing is not None
             and not existing.deleted
-            and _same_content(existing.json(), entry.resource)
+            and same_content(existing.json(), entry.resource)
         ):
             entry.response = {"response": _response(existing, "200 OK")}
             return
@@ -296,9 +296,7 @@ def _prepare_entry(
         if existing is None or existing.deleted:
             entry.response = {"response": {"status": "204 No Content"}}
             return
-        write = PendingWrite(
-            entry.resource_type, existing.id, existing.version_id + 1, now, True, None, [], True
-        )
+        write = repo.prepare_delete(existing, now=now)
         writes.append(write)
         written.append(entry)
         entry.response = {"response": {"status": "204 No Content"}}
@@ -394,7 +392,7 @@ def process_bundle(repo: Repository, bundle: Any) -> dict[str, Any]:
         try:
             responses = _transaction(repo, entries)
         except Exception as error:
-            repo._audit_failure(audit, error)
+            repo.audit_failure(audit, error)
             raise
     else:
         responses = _batch(repo, entries)

@@ -25,7 +25,7 @@ from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.bundles import process_bundle
 from sharedcare.record.errors import RecordError
 from sharedcare.record.instants import now_us
-from sharedcare.record.repository import Repository, _same_content, new_id
+from sharedcare.record.repository import Repository, new_id, same_content
 from sharedcare.record.sqlstore import PendingWrite
 
 __all__ = ["BATCH", "LoadReport", "load_paths", "loadable_files"]
@@ -116,7 +116,7 @@ def _apply_batch(
                 continue
             seen.add(key)
             existing = current.get(key)
-            if existing and not existing.deleted and _same_content(existing.json(), resource):
+            if existing and not existing.deleted and same_content(existing.json(), resource):
                 report.unchanged += 1
                 continue
             version = existing.version_id + 1 if existing else 1

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, func, select
 from sqlalchemy.exc import IntegrityError
 
 from sharedcare.db.engine import write_connection
@@ -47,7 +47,7 @@ from sharedcare.record.search.include import resolve_includes
 from sharedcare.record.search.shape import shape
 from sharedcare.record.sqlstore import PendingWrite, SqlStore, StoredResource
 
-__all__ = ["Outcome", "Repository", "SearchPage", "new_id"]
+__all__ = ["Outcome", "Repository", "SearchPage", "etag_version", "new_id", "same_content"]
 
 T = TypeVar("T")
 R = Resource.__table__
@@ -86,7 +86,7 @@ class SearchPage:
     previous_cursor: str | None = None
 
 
-def _etag_version(if_match: str) -> int:
+def etag_version(if_match: str) -> int:
     raw = if_match.strip()
     if raw.startswith("W/"):
         raw = raw[2:]
@@ -97,7 +97,7 @@ def _etag_version(if_match: str) -> int:
         raise InvalidRequest('If-Match must be an ETag such as W/"3"') from None
 
 
-def _same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two versions differ only in server-set meta (versionId, lastUpdated, source)."""
 
     def strip(resource: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +137,7 @@ class Repository:
         if refusal:
             raise Forbidden(refusal)
 
-    def _audit_failure(self, entry: AuditEntry, error: Exception) -> None:
+    def audit_failure(self, entry: AuditEntry, error: Exception) -> None:
         entry.outcome = "4" if isinstance(error, RecordError) and error.status < 500 else "8"
         entry.description = (
             error.message if isinstance(error, RecordError) else type(error).__name__
@@ -151,7 +151,7 @@ class Repository:
         try:
             yield entry
         except Exception as error:
-            self._audit_failure(entry, error)
+            self.audit_failure(entry, error)
             raise
 
     def _audited_read(self, entry: AuditEntry, work: Callable[[Connection], T]) -> T:
@@ -365,8 +365,6 @@ class Repository:
             where = and_(condition, R.c.deleted.is_(False))
             if since_us is not None:
                 where = and_(where, R.c.last_updated >= since_us)
-            from sqlalchemy import func
-
             total = connection.scalar(select(func.count()).select_from(R).where(where)) or 0
             pks = list(
                 connection.scalars(
@@ -388,7 +386,17 @@ class Repository:
         now: int,
         existed: bool,
     ) -> PendingWrite:
-        """Validate ``resource`` and turn it into a write: id, meta, JSON bytes, index values."""
+        """Validate ``resource`` and turn it into a write: id, meta, JSON bytes, index values.
+
+        Every write path (the REST interactions, transaction bundles, ``sharedcare load`` and
+        the ingest writer) prepares its writes here, so this is where the access gate is
+        asked: ``update`` when the resource already exists, ``create`` otherwise.
+
+        Raises:
+            Forbidden: If the access policy refuses the write.
+            InvalidResource: If the resource fails validation.
+        """
+        self._check("update" if existed else "create", _type_of(resource), id)
         issues = validate(resource)
         if has_errors(issues):
             raise InvalidResource(issues)
@@ -408,6 +416,17 @@ class Repository:
             content=orjson.dumps(resource),
             index=extract_index(resource),
             existed=existed,
+        )
+
+    def prepare_delete(self, current: StoredResource, *, now: int) -> PendingWrite:
+        """The write that logically deletes ``current``: a new version with no content.
+
+        Raises:
+            Forbidden: If the access policy refuses the delete.
+        """
+        self._check("delete", current.resource_type, current.id)
+        return PendingWrite(
+            current.resource_type, current.id, current.version_id + 1, now, True, None, [], True
         )
 
     def source_uri(self) -> str:
@@ -430,7 +449,6 @@ class Repository:
         resource_type = _type_of(resource)
         entry = AuditEntry("create", "0", resource_type)
         with self._audited(entry):
-            self._check("create", resource_type, None)
             if if_none_exist is not None:
                 found = self._conditional_matches(resource_type, if_none_exist)
                 if len(found) > 1:
@@ -472,11 +490,10 @@ class Repository:
                 raise InvalidRequest(
                     "the resource's id must match the id in the URL", expression="id"
                 )
-            self._check("update", resource_type, id)
             with self.engine.connect() as connection:
                 current = self.store.read(connection, resource_type, id)
             if if_match is not None:
-                wanted = _etag_version(if_match)
+                wanted = etag_version(if_match)
                 if current is None or current.deleted or current.version_id != wanted:
                     raise VersionConflict(
                         f"If-Match names version {wanted} but the current version is "
@@ -486,9 +503,10 @@ class Repository:
             if (
                 current is not None
                 and not current.deleted
-                and _same_content(current.json(), resource)
+                and same_content(current.json(), resource)
             ):
                 # No change: keep the current version rather than add an identical one.
+                self._check("update", resource_type, id)
                 entry.version_id = current.version_id
                 with write_connection(self.engine) as connection:
                     write_audit(connection, self.context, [entry])
@@ -529,17 +547,15 @@ class Repository:
         self._require_type(resource_type)
         entry = AuditEntry("delete", "0", resource_type, id)
         with self._audited(entry):
-            self._check("delete", resource_type, id)
             with self.engine.connect() as connection:
                 current = self.store.read(connection, resource_type, id)
             if current is None or current.deleted:
+                self._check("delete", resource_type, id)
                 with write_connection(self.engine) as connection:
                     write_audit(connection, self.context, [entry])
                 return current
             entry.patient = _patient_of(current)
-            write = PendingWrite(
-                resource_type, id, current.version_id + 1, now_us(), True, None, [], True
-            )
+            write = self.prepare_delete(current, now=now_us())
             entry.version_id = write.version_id
             self._commit([write], [entry])
             return _stored(write)
