@@ -44,9 +44,10 @@ system-deps: ## Install Debian's chromium, PostgreSQL 15 server and a Java runti
 $(DEMO_DATA)/manifest.json: | $(STAMP)
 	$(VENV)/bin/sharedcare synth --people $(DEMO_PEOPLE) --seed 1 --out $(DEMO_DATA)
 
+# Every feed through the real ingest paths: HL7 v2 over MLLP, FHIR over HTTP, CSV mappings.
 var/.demo-loaded: $(DEMO_DATA)/manifest.json
 	$(VENV)/bin/sharedcare db upgrade --database sqlite:///$(DEMO_DB)
-	$(VENV)/bin/sharedcare load $(DEMO_DATA)/J8* $(DEMO_DATA)/RDY --database sqlite:///$(DEMO_DB) --feed synthetic-demo
+	$(VENV)/bin/sharedcare load-synthetic $(DEMO_DATA) --database sqlite:///$(DEMO_DB)
 	@touch $@
 
 demo: install var/.demo-loaded ## Prepare Synthetic Dorset once, then serve it at http://127.0.0.1:8000 (SQLite)

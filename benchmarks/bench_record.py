@@ -10,8 +10,12 @@ Figures printed:
   the same JSON, one transaction per bundle, measured in the same run. Target ≥ 50%.
 * **CRUD mix**: read, create, update and delete over 9 resource types with concurrent HTTP
   clients, in requests/s. Target ≥ 1,500 req/s.
-* **Disk per resource** after the import. Target ≤ 2 KB (anchors: Microsoft 2.1 KB,
-  Aidbox 3.4 KB, HAPI 11.3 KB).
+* **Disk per resource** after the import, with a breakdown per table, TOAST and index
+  (PostgreSQL: ``pg_relation_size`` after ``VACUUM``; SQLite: the ``dbstat`` table after
+  ``VACUUM``). Target ≤ 2 KB (anchors: Microsoft 2.1 KB, Aidbox 3.4 KB, HAPI 11.3 KB). The
+  figure counts the record store's tables (resources, history, search indexes and the
+  parameter ids); the SQLite file size, audit trail included, is printed beside it. See
+  ``docs/decisions/0011-record-footprint.md``.
 
 Client and server share this machine's two cores, so HTTP figures include the client's cost.
 Set ``BENCH_BUNDLES`` to change the import size (default 120 bundles ≈ 12,000 resources).
@@ -52,7 +56,9 @@ TABLES = (
     "idx_quantity",
     "idx_uri",
     "idx_composite",
+    "search_param",
 )
+TARGET_BYTES = 2048
 
 
 def _bundles(seed: int) -> list[dict[str, Any]]:
@@ -118,26 +124,69 @@ def _raw_sqlite(path: Path, bundles: list[dict[str, Any]]) -> float:
     return resources / elapsed
 
 
+def _print_breakdown(parts: list[tuple[str, int]], count: int, label: str) -> None:
+    total = sum(size for _, size in parts)
+    print(f"  disk   {total / count:8.0f} bytes/resource over {count:,} resources, {label}")
+    print(f"         target ≤ {TARGET_BYTES:,}: {total / count / TARGET_BYTES:.0%} of it")
+    for name, size in sorted(parts, key=lambda p: -p[1]):
+        if size / count >= 1:
+            print(f"           {name:34s} {size / count:7.0f}")
+
+
 def _disk_postgres(url: str) -> tuple[int, int]:
+    """Bytes of the record tables (heap, TOAST, every index) and the resource count."""
     engine = create_engine(url)
-    with engine.connect() as connection:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM"))
         connection.execute(text("CHECKPOINT"))
-        size = sum(
-            connection.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar() or 0
-            for t in TABLES
-        )
+        parts: list[tuple[str, int]] = []
+        for table in TABLES:
+            heap, toast = connection.execute(
+                text(
+                    "SELECT pg_relation_size(c.oid), "
+                    "coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) "
+                    "FROM pg_class c WHERE c.relname = :t"
+                ),
+                {"t": table},
+            ).one()
+            parts.append((table, heap))
+            if toast:
+                parts.append((f"{table} (TOAST)", toast))
+            for index, size in connection.execute(
+                text(
+                    "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) "
+                    "FROM pg_index WHERE indrelid = :t ::regclass"
+                ),
+                {"t": table},
+            ):
+                parts.append((f"  {index}", size))
         count = connection.execute(text("SELECT count(*) FROM resource")).scalar() or 0
     engine.dispose()
-    return size, count
+    _print_breakdown(parts, count, "record tables with their TOAST and indexes")
+    return sum(size for _, size in parts), count
 
 
 def _disk_sqlite(path: Path) -> tuple[int, int]:
+    """Bytes of the record tables and their indexes (``dbstat``) and the resource count."""
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     connection.execute("VACUUM")
     count = connection.execute("SELECT count(*) FROM resource").fetchone()[0]
+    owners = dict(
+        connection.execute(
+            "SELECT name, tbl_name FROM sqlite_schema WHERE type IN ('table', 'index')"
+        )
+    )
+    parts = [
+        (name if owners.get(name) == name else f"  {name}", size)
+        for name, size in connection.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")
+        if owners.get(name) in TABLES
+    ]
     connection.close()
-    return path.stat().st_size, count
+    _print_breakdown(parts, count, "record tables with their indexes")
+    whole = path.stat().st_size / count
+    print(f"         whole file (audit trail and the rest included): {whole:.0f}")
+    return sum(size for _, size in parts), count
 
 
 def _crud_mix(base: str, total: int = 3000, concurrency: int = 8) -> None:
@@ -181,7 +230,7 @@ def _crud_mix(base: str, total: int = 3000, concurrency: int = 8) -> None:
         concurrency=concurrency,
     )
     rng = random.Random(7)
-    plan = []
+    plan: list[tuple[str, str, dict[str, object]]] = []
     for i in range(total):
         seed = rng.choice(seeds)
         kind = rng.random()
@@ -220,11 +269,7 @@ def main() -> None:
         with served(url, workers=2) as base:
             rate = _http_import(base, bundles, concurrency=4)
             print(f"  import {rate:8.0f} res/s   (target ≥ 3,000; Aidbox 2,678 on 8 vCPU)")
-            size, count = _disk_postgres(url)
-            print(
-                f"  disk   {size / count:8.0f} bytes/resource over {count:,} resources "
-                "(target ≤ 2,048)"
-            )
+            _disk_postgres(url)
             _crud_mix(base)
         pg2 = cluster.url_for("inprocess")
         admin = create_engine(url)
@@ -241,8 +286,7 @@ def main() -> None:
         with served(f"sqlite:///{db}") as base:
             rate = _http_import(base, bundles, concurrency=2)
             print(f"  import {rate:8.0f} res/s")
-            size, count = _disk_sqlite(db)
-            print(f"  disk   {size / count:8.0f} bytes/resource over {count:,} resources")
+            _disk_sqlite(db)
             _crud_mix(base)
         ours = _in_process_import(f"sqlite:///{Path(tmp) / 'inprocess.db'}", bundles)
         raw = _raw_sqlite(Path(tmp) / "raw.db", bundles)

@@ -32,7 +32,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "sharedcare.ingest.health",
     "sharedcare.api.health",
     "sharedcare.api.fhir",
+    "sharedcare.api.bulk",
     "sharedcare.api.feeds",
+    "sharedcare.api.identity",
     "sharedcare.web.home",
 )
 

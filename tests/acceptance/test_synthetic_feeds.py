@@ -192,3 +192,24 @@ def test_gp_patients_mostly_carry_valid_test_nhs_numbers(out: Path) -> None:
             ids = [i["value"] for i in patient["identifier"] if i["system"].endswith("nhs-number")]
             valid += bool(ids) and nhs_number.is_test_number(ids[0])
     assert 0.9 < valid / total < 1.0
+
+
+def test_indicators_read_the_synthetic_lsoa_straight_from_the_output(out: Path) -> None:
+    """GP bundles carry the LSOA extension, so IMD and Core20 strata are never ``unknown``."""
+    from datetime import date
+
+    import duckdb
+
+    from sharedcare.analytics.indicators import Params, run_indicator
+    from sharedcare.analytics.indicators.engines import duckdb_directory_engine
+
+    con = duckdb.connect()
+    try:
+        engine = duckdb_directory_engine(con, out)  # Bundle lines unpacked
+        rows = run_indicator("core20", engine, Params(census=date(2025, 12, 31)))
+    finally:
+        con.close()
+    hyp = {r["core20"]: r for r in rows if r["measure"] == "HYP" and r["age_band"] == "all"}
+    assert set(hyp) == {"core20", "rest"}  # no "unknown" stratum
+    assert hyp["core20"]["denominator"] > 0 and hyp["rest"]["denominator"] > 0
+    assert hyp["core20"]["denominator"] + hyp["rest"]["denominator"] >= PEOPLE * 0.9

@@ -115,7 +115,8 @@ def test_aa_is_sent_only_once_the_raw_message_is_committed(engine: Engine) -> No
                 text("SELECT resource_type, count(*) FROM resource GROUP BY resource_type")
             ).all()
         )
-    assert types == {"Patient": 1, "Location": 1, "Encounter": 1}
+    # The source Patient, and the golden Patient the identity stage made for it.
+    assert types == {"Patient": 2, "Location": 1, "Encounter": 1}
 
 
 def test_a_store_failure_is_answered_ar_never_aa(engine: Engine) -> None:
@@ -220,7 +221,7 @@ def test_messages_left_unwritten_by_a_crash_are_finished_on_start(engine: Engine
     assert [r.resource_count for r in rows(engine)] == [3, 3, 3]
 
 
-def test_a40_merge_is_kept_as_a_pending_identity_action(engine: Engine) -> None:
+def test_a40_merge_goes_through_the_identity_service(engine: Engine) -> None:
     merge = adt("MERGE1", "A40", "H100", ("MRG|H099^^^RBD^MR",)).replace("PV1|1|I", "PV1|1|N")
 
     async def body(server: MllpServer, sink: DatabaseSink) -> None:
@@ -230,10 +231,11 @@ def test_a40_merge_is_kept_as_a_pending_identity_action(engine: Engine) -> None:
 
     run(engine, body)
     [row] = rows(engine)
-    assert row.stage == Stage.IDENTITY_PENDING.value
+    assert row.stage == Stage.WRITTEN.value
     with engine.connect() as connection:
         [action] = connection.execute(select(IdentityAction.__table__)).all()
-    assert (action.message_id, action.kind, action.status) == (row.id, "merge", "pending")
+    # The prior patient was never sent, so there is nothing to merge: applied, no change.
+    assert (action.message_id, action.kind, action.status) == (row.id, "merge", "applied")
     payload = orjson.loads(action.payload)
     assert payload["priorIdentifiers"][0]["value"] == "H099"
     assert payload["surviving"]["reference"].startswith("Patient/")

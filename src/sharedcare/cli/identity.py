@@ -1,4 +1,9 @@
-"""``sharedcare identity``: master patient index commands (link-files)."""
+"""``sharedcare identity``: master patient index commands.
+
+``link-files`` links two CSV files (no database). ``link``, ``review``, ``review decide``,
+``merge``, ``unmerge`` and ``merges`` work on the persisted index of a database; see
+docs/explanation/identity-matching.md.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,18 @@ from typing import Annotated
 import typer
 
 from sharedcare.cli.common import console, fail
+from sharedcare.cli.identity_index import register_index_commands
 
 __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``identity`` sub-app to ``app``."""
-    sub = typer.Typer(help="Master patient index: match and link person records.")
+    sub = typer.Typer(
+        help="Master patient index: match and link person records.", no_args_is_help=True
+    )
     sub.command("link-files")(link_files_command)
+    register_index_commands(sub)
     app.add_typer(sub, name="identity")
 
 

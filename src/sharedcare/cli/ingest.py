@@ -1,12 +1,14 @@
-"""``sharedcare mllp`` and ``sharedcare ingest {status,errors,replay}``."""
+"""``sharedcare mllp``, ``sharedcare load-synthetic`` and ``sharedcare ingest {status, errors,
+replay, csv, mappings, watch}``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from sharedcare.cli.common import DatabaseOption, console, fail, friendly_errors, settings_with
 
@@ -147,7 +149,138 @@ def replay(
         raise typer.Exit(1)
 
 
+@ingest_app.command("mappings")
+def mappings() -> None:
+    """List the shipped CSV mappings: name, feed, file patterns and required columns."""
+    from sharedcare.ingest.csvmap import available_mappings
+
+    table = Table("feed", "files", "required columns", "makes")
+    table.columns.insert(0, Column("mapping", no_wrap=True))
+    for mapping in available_mappings().values():
+        table.add_row(
+            mapping.name,
+            mapping.feed,
+            ", ".join(mapping.files),
+            ", ".join(mapping.required_columns),
+            ", ".join(r.resource_type for r in mapping.resources if r.emit),
+        )
+    console.print(table)
+    console.print("format and shapes: docs/reference/csv-mappings.md")
+
+
+@ingest_app.command("csv")
+def ingest_csv(
+    files: Annotated[list[Path], typer.Argument(help="CSV files (.csv or .csv.gz).", exists=True)],
+    organisation: str = typer.Option(
+        ..., "--organisation", "-o", help="Code of the sending organisation (e.g. RBD)."
+    ),
+    mapping_name: str | None = typer.Option(
+        None,
+        "--mapping",
+        "-m",
+        help="Mapping name or .json path [default: chosen by file name]",
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Load CSV files through a column mapping: each row a message, stored, mapped, written.
+
+    Rows that cannot be mapped go to the error queue with a reason naming the column.
+    Sending a file again stores nothing new.
+    """
+    from sharedcare.ingest.csvmap import MappingSpecError, get_mapping, mapping_for_file
+    from sharedcare.ingest.csvmap.messages import CsvFileError, ingest_csv_file
+    from sharedcare.ingest.store import FeedRegistry
+    from sharedcare.record.sqlstore import SqlStore
+
+    try:
+        chosen = get_mapping(mapping_name) if mapping_name else None
+    except MappingSpecError as error:
+        fail(str(error))
+    exit_code = 0
+    with friendly_errors():
+        engine = _engine(database)
+        store = SqlStore(engine)
+        store.ensure_params()
+        registry = FeedRegistry()
+        for path in files:
+            mapping = chosen or mapping_for_file(path.name)
+            if mapping is None:
+                fail(f"{path.name}: no mapping matches this file name; give --mapping")
+            try:
+                report = ingest_csv_file(
+                    engine, path, mapping, organisation.upper(), store=store, registry=registry
+                )
+            except CsvFileError as error:
+                console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                exit_code = 1
+                continue
+            console.print(
+                f"{path.name}: {report.rows:,} rows, {report.written:,} written, "
+                f"{report.duplicates:,} already stored, {report.failed:,} in the error queue",
+                highlight=False,
+                soft_wrap=True,
+            )
+            for line, reason in report.failures[:20]:
+                console.print(f"  [yellow]line {line}[/] {reason}", highlight=False, soft_wrap=True)
+            if report.failed:
+                exit_code = 1
+        engine.dispose()
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+@ingest_app.command("watch")
+def watch(
+    root: Annotated[Path, typer.Argument(help="The drop folder: one sub-folder per organisation.")],
+    once: bool = typer.Option(False, "--once", help="Take what is there now, then stop."),
+    interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between scans."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Watch a drop folder: FHIR (.json/.ndjson) and CSV files dropped in ROOT/<ORG>/.
+
+    Each file is claimed by renaming it, stored message by message, processed, and moved
+    to done/ (or failed/ with a .reason.txt). Stop with Ctrl-C.
+    """
+    import signal
+    import threading
+
+    from sharedcare.ingest.dropfolder import DropFolder, DroppedFile
+    from sharedcare.logs import configure_logging
+
+    settings = settings_with(database)
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    def report(result: DroppedFile) -> None:
+        if result.outcome == "failed":
+            console.print(
+                f"[red]failed[/] {result.feed}/{result.name}: {result.reason}", highlight=False
+            )
+        else:
+            console.print(
+                f"[green]done[/] {result.feed}/{result.name} ({result.kind}): "
+                f"{result.items:,} items, {result.written:,} written, "
+                f"{result.errors:,} in the error queue",
+                highlight=False,
+            )
+
+    with friendly_errors():
+        engine = _engine(database)
+        folder = DropFolder(engine, root, on_file=report)
+        if once:
+            folder.scan()
+        else:
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            console.print(f"watching [bold]{root}[/] (Ctrl-C to stop)")
+            folder.watch(stop, interval)
+        engine.dispose()
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``mllp`` and the ``ingest`` group to the CLI."""
+    """Add ``mllp``, ``load-synthetic`` and the ``ingest`` group to the CLI."""
+    from sharedcare.cli.load_synthetic import load_synthetic
+
     app.command()(mllp)
+    app.command("load-synthetic")(load_synthetic)
     app.add_typer(ingest_app, name="ingest")

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from sharedcare import __version__
+from sharedcare.cli import analytics as analytics_command
 from sharedcare.cli import identity as identity_command
 from sharedcare.cli import ingest as ingest_command
 from sharedcare.cli import load as load_command
 from sharedcare.cli import synth as synth_command
-from sharedcare.cli.common import DatabaseOption, console, friendly_errors, settings_with
+from sharedcare.cli.common import DatabaseOption, console, fail, friendly_errors, settings_with
+from sharedcare.config import Settings
 from sharedcare.plugins import plugin_manager
+
+if TYPE_CHECKING:
+    from sharedcare.ingest.service import MllpThread
 
 app = typer.Typer(
     name="sharedcare",
@@ -39,17 +46,23 @@ def serve(
         None, "--port", "-p", min=1, max=65535, help="Port [default: SHAREDCARE_PORT or 8000]"
     ),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (PostgreSQL)."),
+    mllp_port: int | None = typer.Option(
+        None,
+        "--mllp-port",
+        min=0,
+        max=65535,
+        help="Also receive HL7 v2 over MLLP on this port [default: SHAREDCARE_MLLP_PORT, else off]",
+    ),
 ) -> None:
-    """Serve the web portal, dashboards and FHIR API.
+    """Serve the web portal, dashboards and FHIR API (and HL7 v2 over MLLP when configured).
 
-    The database schema is brought up to date first, so a new SQLite file just works.
+    The database schema is brought up to date first, so a new SQLite file just works. With
+    SHAREDCARE_MLLP_PORT set, the MLLP listener runs in this process beside the web server
+    (one listener however many --workers).
     """
-    import uvicorn
-
-    from sharedcare.api.app import create_app
     from sharedcare.logs import configure_logging
 
-    settings = settings_with(database, host=host, port=port)
+    settings = settings_with(database, host=host, port=port, mllp_port=mllp_port)
     configure_logging(settings.log_level, json=settings.log_json)
     with friendly_errors():
         from sharedcare.db.engine import normalise_url
@@ -59,18 +72,56 @@ def serve(
     console.print(f"sharedcare {__version__} serving on [bold]{base}/[/]")
     console.print(f"  status page  {base}/")
     console.print(f"  API docs     {base}/docs")
-    if workers > 1:
-        import os
-
+    listener = None
+    if workers > 1 or settings.mllp_port is not None:
         from sharedcare.db.engine import create_engine
         from sharedcare.db.migrate import upgrade
 
         if settings.auto_migrate:
-            # Migrate once here rather than racing in every worker.
+            # Migrate once here rather than racing in every worker (or the MLLP listener).
             with friendly_errors():
                 engine = create_engine(settings.resolved_database_url)
                 upgrade(engine)
                 engine.dispose()
+    if settings.mllp_port is not None:
+        listener = _start_mllp(settings)
+        console.print(f"  HL7 v2 MLLP  {settings.mllp_host}:{listener.port}")
+    try:
+        _run_uvicorn(settings, workers)
+    finally:
+        if listener is not None:
+            listener.stop()
+            listener.engine.dispose()
+
+
+def _start_mllp(settings: Settings) -> MllpThread:
+    """Start the one MLLP listener of this ``serve`` (in this process, never in a worker)."""
+    from sharedcare.db.engine import create_engine
+    from sharedcare.ingest.service import MllpThread
+
+    port = settings.mllp_port or 0
+    with friendly_errors():
+        engine = create_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    listener = MllpThread(engine, settings.mllp_host, port)
+    try:
+        listener.start()
+    except OSError as exc:
+        engine.dispose()
+        fail(
+            f"could not listen for MLLP on {settings.mllp_host}:{port} ({exc.strerror}); "
+            "choose another SHAREDCARE_MLLP_PORT"
+        )
+    return listener
+
+
+def _run_uvicorn(settings: Settings, workers: int) -> None:
+    import uvicorn
+
+    from sharedcare.api.app import create_app
+
+    if workers > 1:
+        import os
+
         os.environ["SHAREDCARE_DATABASE_URL"] = settings.resolved_database_url
         uvicorn.run(
             "sharedcare.api.app:create_app",
@@ -78,6 +129,9 @@ def serve(
             host=settings.host,
             port=settings.port,
             workers=workers,
+            # uvicorn's default 5 s health check kills workers that are merely busy on a
+            # loaded 2-core machine (seen during migrations and benchmarks).
+            timeout_worker_healthcheck=30,
             access_log=False,
             log_config=None,
         )
@@ -114,4 +168,5 @@ load_command.register(app)
 synth_command.register(app)
 identity_command.register(app)
 ingest_command.register(app)
+analytics_command.register(app)
 plugin_manager().hook.register_commands(cli=app)

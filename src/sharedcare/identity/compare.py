@@ -7,11 +7,12 @@ model (:mod:`sharedcare.identity.model`) gives each level an m and a u probabili
 Fields and levels (see docs/explanation/identity-matching.md):
 
 * ``nhs_number``: exact, one edit (a typo or adjacent transposition), different.
-* ``given_name``: exact, alias (nickname from :mod:`~sharedcare.identity.nicknames`, or
-  the first name of one is another given name of the other), Jaro-Winkler >= 0.92,
-  phonetic (Metaphone), Jaro-Winkler >= 0.80, initial only, different.
+* ``given_name``: exact, alias (nickname from :mod:`~sharedcare.identity.nicknames`, also
+  through one typo in a long name, or the first name of one is another given name of the
+  other), Jaro-Winkler >= 0.92,
+  phonetic (Metaphone), Jaro-Winkler >= 0.80 or one typo apart, initial only, different.
 * ``family_name``: exact, Jaro-Winkler >= 0.92, phonetic, a shared part of a
-  double-barrelled name, Jaro-Winkler >= 0.84, different.
+  double-barrelled name, Jaro-Winkler >= 0.84 or one typo apart, different.
 * ``birth_date``: exact, day and month swapped, one edit to ``YYYYMMDD`` (typo or
   transposed digits), two edits, different.
 * ``sex``: agree, disagree (``unknown`` counts as missing).
@@ -34,7 +35,7 @@ import jellyfish
 from rapidfuzz import fuzz
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 
-from sharedcare.identity.nicknames import nickname_groups
+from sharedcare.identity.nicknames import near_nickname_groups, nickname_groups
 from sharedcare.identity.person import PersonRecord
 
 __all__ = [
@@ -150,6 +151,7 @@ class Features:
     given_all: tuple[str, ...]
     given_phonetic: str
     given_groups: frozenset[int]
+    given_near_groups: frozenset[int]
     family: str
     family_parts: tuple[str, ...]
     family_phonetic: str
@@ -184,6 +186,7 @@ def features(record: PersonRecord) -> Features:
         given_all=given_all,
         given_phonetic=_phonetic(given),
         given_groups=nickname_groups(given),
+        given_near_groups=near_nickname_groups(given),
         family=family,
         family_parts=tuple(p for p in family_parts if p not in _PART_WORDS),
         family_phonetic=_phonetic(family),
@@ -207,6 +210,15 @@ def _nhs(a: Features, b: Features) -> int:
     return 3
 
 
+def _one_edit(x: str, y: str) -> bool:
+    """One typo apart (a letter changed, dropped, added or two swapped), names of 3+ letters.
+
+    Short names one keystroke apart (``RYO``/``ROY``) score low on Jaro-Winkler; they are
+    not evidence of a match, but neither are they a *different* name, which would veto.
+    """
+    return min(len(x), len(y)) >= 3 and DamerauLevenshtein.distance(x, y, score_cutoff=1) <= 1
+
+
 def _given(a: Features, b: Features) -> int:
     x, y = a.given, b.given
     if not x or not y:
@@ -222,7 +234,11 @@ def _given(a: Features, b: Features) -> int:
         return 3
     if a.given_phonetic == b.given_phonetic:
         return 4
-    if jw >= 0.80:
+    if (a.given_near_groups or b.given_near_groups) and (
+        (a.given_near_groups | a.given_groups) & (b.given_near_groups | b.given_groups)
+    ):
+        return 2  # a typo of a name that is the other's nickname (Niicholas / Nick)
+    if jw >= 0.80 or _one_edit(x, y):
         return 5
     return 7
 
@@ -242,7 +258,7 @@ def _family(a: Features, b: Features) -> int:
         b.family_parts
     ):
         return 4
-    if jw >= 0.84:
+    if jw >= 0.84 or _one_edit(x, y):
         return 5
     return 6
 

@@ -182,7 +182,8 @@ class MatchModel:
         no_auto_link: Levels that keep a pair out of the auto-link band whatever its
             weight (at most *review*) unless the NHS numbers agree: a completely
             different given name (twins at one address) or date of birth (a parent
-            and child of the same name at one address).
+            and child of the same name at one address). The default model also lists
+            ``nhs_number: different`` (two numbered strangers of one name and birthday).
     """
 
     fields: dict[str, FieldParameters]

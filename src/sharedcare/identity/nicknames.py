@@ -14,19 +14,31 @@ when they share at least one group.
 
 from __future__ import annotations
 
-__all__ = ["NICKNAME_GROUPS", "nickname_groups"]
+from functools import lru_cache
+
+from rapidfuzz.distance import DamerauLevenshtein
+
+__all__ = ["NICKNAME_GROUPS", "near_nickname_groups", "nickname_groups"]
 
 NICKNAME_GROUPS: tuple[tuple[str, ...], ...] = (
     ("ABIGAIL", "ABBIE", "ABBY", "ABI"),
+    ("ALBERT", "ALBIE", "BERT", "BERTIE", "AL"),
     ("ALEXANDER", "ALEX", "ALEC", "ALEXIS", "SANDY", "XANDER"),
     ("ALEXANDRA", "ALEX", "ALEXA", "SANDRA", "SANDY", "LEXI"),
     ("ALFRED", "ALF", "ALFIE", "FRED", "FREDDIE"),
+    ("AMANDA", "MANDY", "MANDA"),
     ("ANDREW", "ANDY", "DREW"),
+    ("ANGELA", "ANGIE", "ANGE"),
     ("ANNE", "ANN", "ANNA", "ANNIE", "NANCY"),
     ("ANTHONY", "ANTONY", "TONY", "ANT"),
     ("ARCHIBALD", "ARCHIE", "ARCHY"),
+    ("ARTHUR", "ART", "ARTIE"),
     ("BARBARA", "BARB", "BABS", "BARBIE"),
     ("BENJAMIN", "BEN", "BENNY", "BENJI"),
+    ("BERNARD", "BERNIE", "BERN"),
+    ("BEVERLEY", "BEVERLY", "BEV"),
+    ("BRADLEY", "BRAD"),
+    ("CAROLINE", "CAROLYN", "CAROL", "CARRIE", "CARO"),
     (
         "CATHERINE",
         "KATHERINE",
@@ -45,12 +57,15 @@ NICKNAME_GROUPS: tuple[tuple[str, ...], ...] = (
     ("CHARLOTTE", "CHARLIE", "LOTTIE", "LOTTE"),
     ("CHRISTINE", "CHRISTINA", "CHRIS", "CHRISSIE", "TINA", "KIRSTY", "KIRSTEN"),
     ("CHRISTOPHER", "CHRIS", "KRIS", "KIT"),
+    ("CLIFFORD", "CLIFF"),
     ("DANIEL", "DAN", "DANNY"),
     ("DAVID", "DAVE", "DAVEY", "DAI"),
     ("DEBORAH", "DEBRA", "DEBBIE", "DEBBY", "DEB"),
+    ("DONALD", "DON", "DONNIE"),
     ("DOROTHY", "DOT", "DOTTIE", "DOLLY"),
-    ("EDWARD", "ED", "EDDIE", "EDDY", "NED", "TED", "TEDDY"),
+    ("DOUGLAS", "DOUG", "DOUGIE"),
     ("EDMUND", "ED", "EDDIE", "NED"),
+    ("EDWARD", "ED", "EDDIE", "EDDY", "NED", "TED", "TEDDY"),
     ("ELEANOR", "ELEANORE", "ELLIE", "NELL", "NELLIE", "NORA"),
     (
         "ELIZABETH",
@@ -73,7 +88,11 @@ NICKNAME_GROUPS: tuple[tuple[str, ...], ...] = (
     ("FRANCIS", "FRANK", "FRANKIE"),
     ("FREDERICK", "FRED", "FREDDIE", "FREDDY"),
     ("GEOFFREY", "JEFFREY", "GEOFF", "JEFF"),
+    ("GEORGINA", "GEORGIE", "GINA"),
     ("GERALD", "GERRY", "JERRY"),
+    ("GILLIAN", "GILL", "GILLY", "JILL", "JILLY"),
+    ("GREGORY", "GREG"),
+    ("HAROLD", "HARRY", "HAL"),
     ("HARRIET", "HATTIE", "HARRIE"),
     ("HENRY", "HARRY", "HAL", "HANK"),
     ("ISABEL", "ISABELLA", "ISOBEL", "IZZY", "BELLA", "ISSY"),
@@ -81,14 +100,21 @@ NICKNAME_GROUPS: tuple[tuple[str, ...], ...] = (
     ("JAMES", "JIM", "JIMMY", "JIMMIE", "JAMIE", "JAS"),
     ("JANET", "JAN", "JANETTE"),
     ("JENNIFER", "JEN", "JENNY", "JENNIE", "JENNA"),
+    ("JESSICA", "JESS", "JESSIE", "JESSY"),
+    ("JOANNA", "JOANNE", "JOAN", "JO"),
     ("JOHN", "JACK", "JOHNNY", "JON", "JONNY"),
     ("JONATHAN", "JON", "JONNY", "JONNIE", "NATHAN"),
     ("JOSEPH", "JOE", "JOEY", "JO"),
     ("JOSEPHINE", "JO", "JOSIE", "JOSEY"),
-    ("JOANNA", "JOANNE", "JOAN", "JO"),
+    ("JOSHUA", "JOSH"),
+    ("JUDITH", "JUDY", "JUDE"),
     ("KENNETH", "KEN", "KENNY"),
+    ("KIMBERLEY", "KIMBERLY", "KIM"),
     ("LAWRENCE", "LAURENCE", "LARRY", "LAURIE"),
     ("LEONARD", "LEN", "LENNY", "LEO"),
+    ("LESLIE", "LESLEY", "LES"),
+    ("LOUISE", "LOUISA", "LOU", "LULU"),
+    ("MALCOLM", "MAL"),
     (
         "MARGARET",
         "MAGGIE",
@@ -105,29 +131,39 @@ NICKNAME_GROUPS: tuple[tuple[str, ...], ...] = (
     ("MARY", "MOLLY", "POLLY", "MAE", "MAY", "MAMIE"),
     ("MATTHEW", "MATT", "MATTY"),
     ("MICHAEL", "MIKE", "MICK", "MICKY", "MICKEY", "MIKEY"),
-    ("NATHANIEL", "NATHAN", "NATE", "NAT"),
+    ("MICHELLE", "SHELLEY", "MICHY"),
     ("NATALIE", "NATALIA", "NAT", "TALLY"),
+    ("NATHANIEL", "NATHAN", "NATE", "NAT"),
     ("NICHOLAS", "NICK", "NICKY", "NICO"),
     ("NICOLA", "NICOLE", "NIKKI", "NICKY"),
     ("OLIVER", "OLLIE", "OLLY", "NOLL"),
+    ("PAMELA", "PAM", "PAMMY"),
     ("PATRICIA", "PAT", "PATTY", "PATSY", "TRISH", "TRICIA"),
     ("PATRICK", "PAT", "PADDY"),
     ("PETER", "PETE"),
     ("PHILIP", "PHILLIP", "PHIL", "PIP"),
+    ("RAYMOND", "RAY"),
     ("REBECCA", "BECKY", "BECCA", "BEX"),
+    ("REGINALD", "REG", "REGGIE"),
     ("RICHARD", "RICH", "RICK", "RICKY", "DICK", "RICHIE"),
     ("ROBERT", "ROB", "ROBBIE", "BOB", "BOBBY", "BERT"),
     ("RONALD", "RON", "RONNIE"),
-    ("SAMUEL", "SAM", "SAMMY"),
+    ("ROSEMARY", "ROSE", "ROSIE"),
     ("SAMANTHA", "SAM", "SAMMY", "SAMMIE"),
+    ("SAMUEL", "SAM", "SAMMY"),
     ("SARAH", "SARA", "SALLY", "SADIE"),
+    ("STANLEY", "STAN"),
     ("STEPHEN", "STEVEN", "STEVE", "STEVIE"),
+    ("STUART", "STEWART", "STU"),
     ("SUSAN", "SUZANNE", "SUSANNAH", "SUE", "SUSIE", "SUZY", "SUKIE"),
     ("TERENCE", "TERRENCE", "TERRY", "TEL"),
     ("THEODORE", "THEO", "TED", "TEDDY"),
     ("THOMAS", "TOM", "TOMMY"),
     ("TIMOTHY", "TIM", "TIMMY"),
+    ("VALERIE", "VAL"),
     ("VICTORIA", "VICKY", "VICKIE", "TORI", "VIC"),
+    ("VINCENT", "VINCE", "VIN"),
+    ("WALTER", "WALLY", "WALT"),
     ("WILLIAM", "WILL", "BILL", "BILLY", "WILLIE", "WILLY", "LIAM", "WILF"),
     ("ZACHARY", "ZACH", "ZAC", "ZACK"),
 )
@@ -146,6 +182,34 @@ _INDEX = _build_index()
 _EMPTY: frozenset[int] = frozenset()
 
 
+_MIN_TYPO_LENGTH = 6
+
+
 def nickname_groups(name: str) -> frozenset[int]:
     """Return the ids of the nickname groups ``name`` (upper case) belongs to."""
     return _INDEX.get(name, _EMPTY)
+
+
+def near_nickname_groups(name: str) -> frozenset[int]:
+    """Groups of the one table name that ``name`` is a typo of, for names not in the table.
+
+    A name of six or more letters that is not in the table but is one typo (a letter
+    changed, dropped, added, or two swapped) from exactly one name in it takes that name's
+    groups: ``NIICHOLAS`` is still Nicholas, so still Nick. Shorter names are left alone;
+    one letter turns too many short names into others (Kay, Ray, May).
+    """
+    if name in _INDEX or len(name) < _MIN_TYPO_LENGTH:
+        return _EMPTY
+    return _near(name)
+
+
+@lru_cache(maxsize=65_536)
+def _near(name: str) -> frozenset[int]:
+    close = [
+        known
+        for known in _INDEX
+        if abs(len(known) - len(name)) <= 1
+        and len(known) >= _MIN_TYPO_LENGTH - 1
+        and DamerauLevenshtein.distance(known, name, score_cutoff=1) <= 1
+    ]
+    return _INDEX[close[0]] if len(close) == 1 else _EMPTY

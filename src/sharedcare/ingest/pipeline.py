@@ -17,6 +17,10 @@ from sqlalchemy import Engine, bindparam, select, update
 
 from sharedcare.db.engine import write_connection
 from sharedcare.db.tables import Feed, Message
+from sharedcare.ingest.csvmap.messages import map_stored_row, mapping_error_reason
+from sharedcare.ingest.csvmap.render import CsvRowError
+from sharedcare.ingest.csvmap.spec import MappingSpecError
+from sharedcare.ingest.fhirfeed import FHIR_PROTOCOL, process_fhir_rows
 from sharedcare.ingest.hl7v2.errors import Hl7ParseError, MappingError
 from sharedcare.ingest.hl7v2.mapping import MappedMessage, map_message
 from sharedcare.ingest.stages import WAITING, Stage
@@ -41,8 +45,28 @@ class MapResult:
     error: str | None = None
 
 
-def map_raw(protocol: str, raw: bytes) -> MapResult:
-    """Parse and map one stored message. Reasons name positions, never values."""
+def map_raw(
+    protocol: str,
+    raw: bytes,
+    *,
+    message_type: str = "",
+    facility: str = "",
+    control_id: str = "",
+) -> MapResult:
+    """Parse and map one stored message. Reasons name positions or columns, never values.
+
+    Args:
+        protocol: ``hl7v2`` or ``csv`` (FHIR messages are processed as bundles, not mapped).
+        raw: The stored bytes.
+        message_type: For CSV, the name of the mapping the row was stored under.
+        facility: For CSV, the sending organisation's code (``{$org}`` in the mapping).
+        control_id: The message's control id.
+    """
+    if protocol == "csv":
+        try:
+            return MapResult(map_stored_row(message_type, facility, control_id, raw))
+        except (CsvRowError, MappingSpecError) as error:
+            return MapResult(None, Stage.MAPPED.value, mapping_error_reason(error))
     if protocol != "hl7v2":
         return MapResult(
             None,
@@ -89,12 +113,26 @@ def _mark_failed(engine: Engine, failures: Sequence[tuple[int, str, str]]) -> No
 
 
 def process_rows(engine: Engine, store: SqlStore, rows: Sequence[Any]) -> ReplayReport:
-    """Map and write stored messages (rows with id, raw, protocol, feed id/name/organisation)."""
+    """Map and write stored messages (rows with id, raw, protocol, message type, control id,
+    feed id/name/organisation/facility). FHIR messages are processed as bundles instead."""
     report = ReplayReport(tried=len(rows))
     to_write: list[ToWrite] = []
     failures: list[tuple[int, str, str]] = []
+    fhir_rows = [row for row in rows if row.protocol == FHIR_PROTOCOL]
+    if fhir_rows:
+        rows = [row for row in rows if row.protocol != FHIR_PROTOCOL]
+        for outcome in process_fhir_rows(engine, store, fhir_rows):
+            report.stages[outcome.stage] += 1
+            if outcome.error:
+                report.failures.append((outcome.message_id, outcome.error))
     for row in rows:
-        result = map_raw(row.protocol, row.raw)
+        result = map_raw(
+            row.protocol,
+            row.raw,
+            message_type=row.message_type,
+            facility=row.facility,
+            control_id=row.control_id,
+        )
         if result.mapped is None:
             failures.append((row.id, result.error_stage or "", result.error or ""))
             continue
@@ -117,7 +155,10 @@ def _select(stages: Sequence[str]) -> Any:
             MESSAGE.c.id,
             MESSAGE.c.raw,
             MESSAGE.c.feed_id,
+            MESSAGE.c.message_type,
+            MESSAGE.c.control_id,
             FEED.c.protocol,
+            FEED.c.sending_facility.label("facility"),
             FEED.c.name.label("feed_name"),
             FEED.c.organisation_ods_code.label("organisation"),
         )

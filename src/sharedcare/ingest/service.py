@@ -1,4 +1,10 @@
-"""Run the MLLP listener on the database: ``sharedcare mllp`` and ``serve`` both use this."""
+"""Run the MLLP listener on the database: ``sharedcare mllp`` and ``serve`` both use this.
+
+``sharedcare mllp`` runs it in its own event loop (:func:`run_mllp`); ``sharedcare serve``
+with ``SHAREDCARE_MLLP_PORT`` runs it in a background thread of the serving process
+(:class:`MllpThread`), beside the web server or its supervisor, so however many web
+workers there are, exactly one process binds the MLLP port.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Callable
 
 from sqlalchemy import Engine
@@ -14,7 +21,7 @@ from sharedcare.ingest.hl7v2.ack import AckIdentity
 from sharedcare.ingest.hl7v2.mllp import MllpServer
 from sharedcare.ingest.sink import DatabaseSink
 
-__all__ = ["run_mllp", "serve_mllp"]
+__all__ = ["MllpThread", "run_mllp", "serve_mllp"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,3 +79,66 @@ def run_mllp(
         await serve_mllp(engine, host, port, stop=stop, on_ready=on_ready)
 
     asyncio.run(main())
+
+
+class MllpThread:
+    """The MLLP listener in a background thread with its own event loop.
+
+    Args:
+        engine: The migrated database (the thread uses it; the caller disposes of it).
+        host: Address to bind.
+        port: TCP port (0 lets the OS choose; see :attr:`port` after :meth:`start`).
+    """
+
+    def __init__(self, engine: Engine, host: str, port: int) -> None:
+        self.engine = engine
+        self.host = host
+        self.port = port
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 60.0) -> int:
+        """Start listening; return the bound port once connections are accepted.
+
+        Raises:
+            OSError: If the port cannot be bound.
+            TimeoutError: If the listener did not start within ``timeout`` seconds.
+        """
+        self._thread = threading.Thread(target=self._run, name="mllp-listener", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the MLLP listener did not start in time")
+        if self._error is not None:
+            raise self._error
+        return self.port
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+
+            def ready(bound: int) -> None:
+                self.port = bound
+                self._ready.set()
+
+            await serve_mllp(self.engine, self.host, self.port, stop=self._stop, on_ready=ready)
+
+        try:
+            asyncio.run(main())
+        except BaseException as error:  # reported to start(), or logged after it returned
+            self._error = error
+            if self._ready.is_set():
+                logger.error("the MLLP listener stopped: %s", type(error).__name__)
+        finally:
+            self._ready.set()
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """Refuse new connections, finish messages in flight, then end the thread."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)

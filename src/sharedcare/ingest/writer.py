@@ -8,6 +8,12 @@ Resources are PUT at their deterministic ids through the record's
 and its store, with one AuditEvent per message, in the manner of a FHIR transaction
 (https://hl7.org/fhir/R4/http.html#transaction).
 
+Every Patient written is matched by the master patient index in the same transaction
+(``mapped → identity-matched → written``, :mod:`sharedcare.identity.service`): it is placed
+in a golden record, and the golden Patient is written or updated with it. An HL7 v2 A40
+merge goes through the identity service's merge operation in that transaction too. So a
+message is written only once its patients are matched, and a crash leaves neither half.
+
 Messages are applied in arrival order. When several messages in a batch touch the same
 resource (the same ward Location, or the same patient's successive ADT events), each one
 still makes its own version: writes are applied in rounds, the n-th change of every
@@ -24,11 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, bindparam, insert, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from sharedcare.db.engine import write_connection
 from sharedcare.db.tables import Feed, IdentityAction, Message
+from sharedcare.identity.service import SourcePatient, Work, identity_service
 from sharedcare.ingest.hl7v2.mapping import MappedMessage, PatientMerge
 from sharedcare.ingest.stages import Stage
 from sharedcare.ingest.store import FeedRef
@@ -39,7 +46,7 @@ from sharedcare.record.instants import now_us
 from sharedcare.record.repository import Repository, same_content
 from sharedcare.record.sqlstore import PendingWrite, SqlStore
 
-__all__ = ["Outcome", "ToWrite", "feed_context", "write_messages"]
+__all__ = ["Outcome", "ToWrite", "apply_pending_merges", "feed_context", "write_messages"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ class _Plan:
     audits: dict[int, tuple[RequestContext, list[AuditEntry]]] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     merges: list[tuple[int, PatientMerge]] = field(default_factory=list)
+    patients: list[SourcePatient] = field(default_factory=list)
 
 
 def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now: int) -> _Plan:
@@ -127,8 +135,9 @@ def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now
         current.update(seen)
         for write in writes:
             per_key[(write.resource_type, write.id)].append(write)
-        stage = Stage.IDENTITY_PENDING if item.mapped.merges else Stage.WRITTEN
-        plan.outcomes.append(Outcome(item.message_id, stage.value, len(item.mapped.resources)))
+        plan.outcomes.append(
+            Outcome(item.message_id, Stage.WRITTEN.value, len(item.mapped.resources))
+        )
         plan.merges.extend((item.message_id, merge) for merge in item.mapped.merges)
         entry = AuditEntry(
             "transaction", "0", description=f"message {item.message_id}: {len(writes)} writes"
@@ -137,6 +146,11 @@ def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now
         plan.audits.setdefault(item.feed.id, (repo.context, []))[1].append(entry)
     depth = max((len(w) for w in per_key.values()), default=0)
     plan.rounds = [[w[n] for w in per_key.values() if len(w) > n] for n in range(depth)]
+    plan.patients = [
+        SourcePatient(w[-1].id, w[-1].version_id, orjson.loads(w[-1].content))
+        for (rtype, _), w in per_key.items()
+        if rtype == "Patient" and w[-1].content is not None
+    ]
     return plan
 
 
@@ -192,12 +206,20 @@ def _finish(connection: Connection, outcomes: Sequence[Outcome], feeds: dict[int
             )
 
 
+def _merge_status(work: Work, merge: PatientMerge) -> str:
+    surviving = merge.surviving.get("reference", "")
+    surviving_id = surviving.split("/", 1)[1] if surviving.startswith("Patient/") else ""
+    return work.apply_a40(surviving_id, merge.prior_patient_id)
+
+
 def _write_once(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) -> list[Outcome]:
-    now = now_us()
-    with write_connection(engine) as connection:
-        plan = _plan(connection, store, items, now)
+    with identity_service(engine).transaction(engine, store) as work:
+        connection = work.connection
+        plan = _plan(connection, store, items, work.now)
         for round_writes in plan.rounds:
             store.apply(connection, round_writes)
+        work.place(plan.patients)  # the identity stage: match every Patient written
+        statuses = [_merge_status(work, merge) for _, merge in plan.merges]
         for context, entries in plan.audits.values():
             write_audit(connection, context, entries)
         if plan.merges:
@@ -207,15 +229,50 @@ def _write_once(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) -> li
                     {
                         "message_id": message_id,
                         "kind": "merge",
-                        "status": "pending",
+                        "status": status,
                         "payload": _merge_payload(merge),
-                        "created_at": now,
+                        "created_at": work.now,
                     }
-                    for message_id, merge in plan.merges
+                    for (message_id, merge), status in zip(plan.merges, statuses, strict=True)
                 ],
             )
         _finish(connection, plan.outcomes, {i.message_id: i.feed.id for i in items})
     return plan.outcomes
+
+
+def apply_pending_merges(engine: Engine, store: SqlStore) -> int:
+    """Apply A40 merges stored ``pending`` (by a version without the identity service).
+
+    Each goes through the identity service's merge; its message moves from
+    ``identity-pending`` to ``written``. Returns how many were applied or rejected.
+    """
+    with identity_service(engine).transaction(engine, store) as work:
+        pending = work.connection.execute(
+            select(ACTION.c.id, ACTION.c.message_id, ACTION.c.payload)
+            .where(ACTION.c.kind == "merge", ACTION.c.status == "pending")
+            .order_by(ACTION.c.id)
+        ).all()
+        for row in pending:
+            payload = orjson.loads(row.payload)
+            merge = PatientMerge(
+                payload["surviving"],
+                payload.get("survivingIdentifiers") or [],
+                payload["priorPatientId"],
+                payload.get("priorIdentifiers") or [],
+            )
+            status = _merge_status(work, merge)
+            work.connection.execute(
+                update(ACTION).where(ACTION.c.id == row.id).values(status=status)
+            )
+            work.connection.execute(
+                update(MESSAGE)
+                .where(
+                    MESSAGE.c.id == row.message_id,
+                    MESSAGE.c.stage == Stage.IDENTITY_PENDING.value,
+                )
+                .values(stage=Stage.WRITTEN.value, updated_at=work.now)
+            )
+    return len(pending)
 
 
 def write_messages(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) -> list[Outcome]:

@@ -23,6 +23,9 @@ INTERACTIONS = (
     "search-type",
 )
 SEARCHABLE_TYPES = ("number", "date", "string", "token", "reference", "quantity", "uri")
+#: Bulk Data $export (https://hl7.org/fhir/uv/bulkdata/export.html), by where it is invoked.
+_BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+BULK_EXPORT = {"Patient": _BULK + "patient-export", "Group": _BULK + "group-export"}
 
 
 @cache
@@ -61,12 +64,15 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
                 }
             )
+        if rtype in BULK_EXPORT:
+            entry["operation"].append({"name": "export", "definition": BULK_EXPORT[rtype]})
         resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": "2026-11-21",
         "kind": "instance",
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "software": {"name": "sharedcare", "version": __version__},
         "implementation": {"description": "sharedcare shared care record", "url": base_url},
         "fhirVersion": "4.0.1",
@@ -80,6 +86,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     {"code": "batch"},
                     {"code": "history-system"},
                 ],
+                "operation": [{"name": "export", "definition": _BULK + "export"}],
             }
         ],
     }

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from sharedcare.db.engine import write_connection
-from sharedcare.db.tables import IdxReference, Resource
+from sharedcare.db.tables import IdentityLink, IdxReference, Resource
 from sharedcare.fhir.definitions import is_resource_type, patient_compartment
 from sharedcare.fhir.search_index import extract_index
 from sharedcare.fhir.validation import has_errors, validate
@@ -42,6 +42,7 @@ from sharedcare.record.errors import (
 )
 from sharedcare.record.instants import now_us, parse_instant_us, to_instant
 from sharedcare.record.search import SearchRequest, compile_search, parse_search
+from sharedcare.record.search.everything import compartment_keys
 from sharedcare.record.search.execute import bytewise_collation, run_search
 from sharedcare.record.search.include import resolve_includes
 from sharedcare.record.search.shape import shape
@@ -329,7 +330,12 @@ class Repository:
         """``Patient/{id}/$everything`` (https://hl7.org/fhir/R4/patient-operation-everything.html).
 
         The patient and every resource in its compartment, per the official Patient
-        CompartmentDefinition, in one query.
+        CompartmentDefinition, found through the reference index
+        (:func:`~sharedcare.record.search.everything.compartment_keys`). For a golden
+        record of the master patient index the compartment is that of every source Patient
+        linked to it (the ``identity_link`` table, not the resource's own ``link``
+        elements, which a client could write): the person's data from every organisation,
+        in one paged result.
         """
         entry = AuditEntry("operation", "0", "Patient", patient_id, patient=f"Patient/{patient_id}")
         entry.description = "$everything"
@@ -345,33 +351,14 @@ class Repository:
             patient = self.store.read(connection, "Patient", patient_id)
             if patient is None or patient.deleted:
                 raise NotFound(f"Patient/{patient_id} does not exist")
-            compartment = patient_compartment()
-            ids = [
-                pid
-                for rtype, codes in compartment.items()
-                if not types or rtype in types
-                for pid in (self.store.param_id(rtype, code) for code in codes)
-                if pid is not None
-            ]
-            ref = IdxReference.__table__
-            members = select(ref.c.res).where(
-                ref.c.param.in_(ids),
-                ref.c.target_type == "Patient",
-                ref.c.target_id == patient_id,
+            link = IdentityLink.__table__
+            sources = select(link.c.source_id).where(link.c.golden_id == patient_id)
+            patients = [patient_id, *connection.scalars(sources)]
+            # Index lookups first, then the resource table by key (see search/everything.py).
+            keys = compartment_keys(
+                connection, self.store, patients, types=types, since_us=since_us
             )
-            condition: Any = R.c.pk.in_(members)
-            if not types or "Patient" in types:
-                condition = condition | and_(R.c.resource_type == "Patient", R.c.id == patient_id)
-            where = and_(condition, R.c.deleted.is_(False))
-            if since_us is not None:
-                where = and_(where, R.c.last_updated >= since_us)
-            total = connection.scalar(select(func.count()).select_from(R).where(where)) or 0
-            pks = list(
-                connection.scalars(
-                    select(R.c.pk).where(where).order_by(R.c.pk).limit(count).offset(offset)
-                )
-            )
-            return self.store.read_by_pks(connection, pks), total
+            return self.store.read_by_pks(connection, keys[offset : offset + count]), len(keys)
 
         return self._audited_read(entry, work)
 

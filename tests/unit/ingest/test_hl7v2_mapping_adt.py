@@ -145,6 +145,39 @@ def test_admission_encounter() -> None:
     assert location["physicalType"]["coding"][0]["code"] == "bd"
 
 
+V2_0007 = "http://terminology.hl7.org/CodeSystem/v2-0007"
+
+
+def test_admission_type_pv1_4_goes_to_encounter_type() -> None:
+    pv1 = seg("PV1", {1: "1", 2: "I", 3: "W1^^^RBCH", 4: "E", 19: "V9^^^RBCH^VN"})
+    encounter = one(adt("A01", EVN.format(event="A01"), PID, pv1), "Encounter")
+    assert encounter["type"] == [{"coding": [{"system": V2_0007, "code": "E"}]}]
+
+
+def test_admission_type_keeps_a_sent_code_system_and_is_absent_when_empty() -> None:
+    pv1 = seg("PV1", {1: "1", 2: "I", 4: "C^Elective^HL70007", 19: "V9^^^RBCH^VN"})
+    encounter = one(adt("A01", PID, pv1), "Encounter")
+    assert encounter["type"][0]["coding"] == [
+        {"system": V2_0007, "code": "C", "display": "Elective"}
+    ]
+    bare = one(adt("A01", PID, seg("PV1", {1: "1", 2: "I", 19: "V9^^^RBCH^VN"})), "Encounter")
+    assert "type" not in bare
+
+
+def test_encounters_view_reads_the_admission_type() -> None:
+    import duckdb
+
+    from sharedcare.analytics.library import load_view
+    from sharedcare.analytics.views import load_duckdb_table, run_duckdb
+
+    pv1 = seg("PV1", {1: "1", 2: "E", 3: "ED^^^RBCH", 4: "E", 19: "V7^^^RBCH^VN"})
+    mapped = adt("A04", PID, pv1)
+    con = duckdb.connect()
+    source = load_duckdb_table(con, "resources", mapped.resources)
+    rows = run_duckdb(con, load_view("encounters"), source).as_dicts()
+    assert [r["admission_type_v2"] for r in rows] == ["E"]
+
+
 @pytest.mark.parametrize(("pv1_class", "code"), [("E", "EMER"), ("O", "AMB"), ("P", "PRENC")])
 def test_patient_class(pv1_class: str, code: str) -> None:
     mapped = adt("A04", PID, f"PV1|1|{pv1_class}|ED^^^RBCH||||||||||||||||V1^^^RBCH^VN")

@@ -13,8 +13,10 @@ import orjson
 import pytest
 
 from sharedcare.identity import nhs_number
+from sharedcare.synthetic.feeds.fhir import LSOA_EXTENSION
 from sharedcare.synthetic.feeds.hl7v2 import iter_messages
 from sharedcare.synthetic.generate import SynthConfig, run
+from sharedcare.synthetic.geography import area_geography
 
 PEOPLE = 500
 
@@ -104,6 +106,26 @@ def test_truth_covers_every_source_record(
     assert max(gp_people.values()) <= 2
 
 
+def test_every_visit_message_carries_its_admission_type(
+    messages: list[tuple[str, hl7.Message]],
+) -> None:
+    """PV1-4 (table 0007) is the only place the feeds say "emergency", so every message about
+    a visit repeats it: a later message without it would clear ``Encounter.type`` on ingest."""
+    types: Counter[tuple[str, str]] = Counter()
+    for _, msg in messages:
+        if not str(msg.segment("MSH")[9]).startswith("ADT"):
+            continue
+        try:
+            pv1 = msg.segment("PV1")
+        except KeyError:
+            continue
+        if str(pv1[2]) == "N":
+            continue  # A31 address updates carry no visit
+        types[(str(pv1[2]), str(pv1[4]))] += 1
+    assert types[("E", "E")] > 0 and types[("I", "E")] > 0 and types[("O", "C")] > 0
+    assert not [key for key in types if key[1] == ""], types
+
+
 def test_faults_are_present_at_roughly_the_configured_rates(run_dir: Path) -> None:
     with (run_dir / "truth.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -130,6 +152,26 @@ def test_fhir_bundles_reference_only_their_own_entries(run_dir: Path) -> None:
             for ident in patient["identifier"]:
                 if ident["system"] == nhs_number.NHS_NUMBER_SYSTEM:
                     assert ident["value"].startswith("999")
+
+
+def test_patients_carry_the_lsoa_of_the_address_they_hold(run_dir: Path) -> None:
+    """The ``people`` analytics view reads the LSOA from this extension (IMD, Core20)."""
+    geography = area_geography()
+    seen = 0
+    for path in [*run_dir.glob("J81*/patients-*.ndjson"), *run_dir.glob("RDY/patients-*.ndjson")]:
+        for line in path.read_bytes().splitlines()[:20]:
+            bundle = orjson.loads(line)
+            for entry in bundle["entry"]:
+                if entry["resource"]["resourceType"] != "Patient":
+                    continue
+                [home] = entry["resource"]["address"]
+                [extension] = home["extension"]
+                assert extension["url"] == LSOA_EXTENSION
+                # The postcode district is the one the generator gives that LSOA.
+                district = geography[extension["valueCode"]].postcode_district
+                assert home["postalCode"].split(" ")[0] == district
+                seen += 1
+    assert seen > 100
 
 
 def _references(node: object) -> set[str]:

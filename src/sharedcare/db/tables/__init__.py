@@ -6,6 +6,15 @@ API schemas (pydantic) are kept apart from these tables, in the ``api`` package.
 """
 
 from sharedcare.db.tables.base import Base, personal_data, personal_data_columns
+from sharedcare.db.tables.bulk import BulkExportJob
+from sharedcare.db.tables.identity import (
+    IdentityGolden,
+    IdentityLink,
+    IdentityMerge,
+    IdentityReview,
+    IdentityState,
+    IdentityTrail,
+)
 from sharedcare.db.tables.ingest import IdentityAction, Message
 from sharedcare.db.tables.platform import Feed, Organisation
 from sharedcare.db.tables.record import (
@@ -26,8 +35,15 @@ from sharedcare.db.tables.record import (
 __all__ = [
     "AuditRecord",
     "Base",
+    "BulkExportJob",
     "Feed",
     "IdentityAction",
+    "IdentityGolden",
+    "IdentityLink",
+    "IdentityMerge",
+    "IdentityReview",
+    "IdentityState",
+    "IdentityTrail",
     "IdxComposite",
     "IdxDate",
     "IdxNumber",

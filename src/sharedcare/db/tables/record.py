@@ -4,8 +4,10 @@ Design (see ``docs/decisions/0008-record-storage.md``): one ``resource`` table h
 current version of every resource as JSON (``jsonb`` on PostgreSQL, text on SQLite) with a
 compact integer key; ``resource_history`` holds every earlier version. Search values,
 extracted from the official R4 SearchParameter expressions, live in one narrow table per
-parameter type, keyed by the resource's integer key and a small integer parameter id.
-Timestamps are epoch microseconds (UTC) so that date searches compare integers.
+parameter type, keyed by the resource's integer key and a small integer parameter id; long
+values that are only ever compared for equality (token systems, composite combinations) are
+stored as 64-bit keys (``docs/decisions/0011-record-footprint.md``). Timestamps are epoch
+microseconds (UTC) so that date searches compare integers.
 """
 
 from __future__ import annotations
@@ -134,14 +136,18 @@ class IdxString(Base):
 
 
 class IdxToken(Base):
-    """Token parameters: code, system and normalised display text (for ``:text``)."""
+    """Token parameters: code, system key and normalised display text (for ``:text``).
+
+    The system URI is stored as its 64-bit key (``sharedcare.record.keys.system_key``): eight
+    bytes instead of thirty or more, in every row and in both of its index entries.
+    """
 
     __tablename__ = "idx_token"
     __table_args__ = (Index("ix_idx_token_res", "res"), _WITHOUT_ROWID)
 
     param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     code: Mapped[str] = personal_data(Text(), primary_key=True)
-    system: Mapped[str] = mapped_column(Text(), primary_key=True)
+    system_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     text: Mapped[str] = personal_data(Text(), primary_key=True)
 
@@ -184,7 +190,7 @@ class IdxNumber(Base):
 
 
 class IdxQuantity(Base):
-    """Quantity parameters: value with code, system and unit."""
+    """Quantity parameters: value with code, system key (as for tokens) and unit."""
 
     __tablename__ = "idx_quantity"
     __table_args__ = (Index("ix_idx_quantity_res", "res"), _WITHOUT_ROWID)
@@ -192,7 +198,7 @@ class IdxQuantity(Base):
     param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     value: Mapped[Any] = mapped_column(Numeric(asdecimal=True), primary_key=True)
     code: Mapped[str] = mapped_column(Text(), primary_key=True)
-    system: Mapped[str] = mapped_column(Text(), primary_key=True)
+    system_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     unit: Mapped[str] = mapped_column(Text(), primary_key=True)
     res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
 
@@ -211,23 +217,20 @@ class IdxUri(Base):
 class IdxComposite(Base):
     """Composite parameters: one row per combination of component values.
 
-    ``components`` (canonical JSON of the values) keeps rows unique; the typed columns
-    (first component, then the second and third by type, see
-    ``sharedcare.record.search.composite``) are what searches compare, through the index on
-    ``(param, code1)``.
+    The typed columns (first component, then the second and third by type, see
+    ``sharedcare.record.search.composite``) are what searches compare. The key leads with
+    ``(param, code1)``, so it is the search index; ``combo`` (a 64-bit key of the whole
+    combination, ``sharedcare.record.keys.combination_key``) keeps rows unique without
+    storing the combination's JSON in the key.
     """
 
     __tablename__ = "idx_composite"
-    __table_args__ = (
-        Index("ix_idx_composite_res", "res"),
-        Index("ix_idx_composite_code1", "param", "code1"),
-        _WITHOUT_ROWID,
-    )
+    __table_args__ = (Index("ix_idx_composite_res", "res"), _WITHOUT_ROWID)
 
     param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    components: Mapped[str] = personal_data(Text(), primary_key=True)
+    code1: Mapped[str] = personal_data(Text(), primary_key=True)
+    combo: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    code1: Mapped[str | None] = personal_data(Text())
     system1: Mapped[str | None] = mapped_column(Text())
     code2: Mapped[str | None] = personal_data(Text())
     system2: Mapped[str | None] = personal_data(Text())

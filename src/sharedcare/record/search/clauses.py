@@ -37,7 +37,9 @@ from sharedcare.db.tables import (
 from sharedcare.fhir.definitions import is_resource_type, search_parameters
 from sharedcare.fhir.internals.primitives import date_range
 from sharedcare.fhir.search_index import normalize_string
+from sharedcare.record.derived import stored_codes
 from sharedcare.record.errors import InvalidRequest
+from sharedcare.record.keys import system_key
 from sharedcare.record.search.model import Clause
 from sharedcare.record.search.parse import split_escaped, unescape
 
@@ -166,12 +168,20 @@ def number_condition(prefix: str, raw: str, column: Any, name: str) -> ColumnEle
     return comparisons[prefix]
 
 
-def token_condition(raw: str, code: Any, system: Any) -> ColumnElement[bool]:
-    """``code``, ``system|code``, ``|code`` or ``system|`` (https://hl7.org/fhir/R4/search.html#token)."""
+def token_condition(
+    raw: str, code: Any, system: Any, *, keyed: bool = False
+) -> ColumnElement[bool]:
+    """``code``, ``system|code``, ``|code`` or ``system|`` (https://hl7.org/fhir/R4/search.html#token).
+
+    ``keyed``: the system column holds :func:`~sharedcare.record.keys.system_key` values.
+    """
     parts = split_escaped(raw, "|")
     if len(parts) == 1:
         return code == parts[0]  # type: ignore[no-any-return]
-    sys, value = parts[0], "|".join(parts[1:])
+    sys: Any = parts[0]
+    value = "|".join(parts[1:])
+    if keyed:
+        sys = system_key(sys)
     if not value:
         return system == sys  # type: ignore[no-any-return]
     return and_(code == value, system == sys)
@@ -212,6 +222,15 @@ class Compiler:
             return -1  # never indexed: matches nothing
         return param
 
+    def _param_is(self, table: Any, code: str, resource_type: str | None = None) -> Any:
+        """``param = id``, or ``param IN (…)`` for a parameter derived from others
+        (``sharedcare.record.derived``)."""
+        rtype = resource_type or self.resource_type
+        codes = stored_codes(rtype, code)
+        if len(codes) == 1:
+            return table.c.param == self._param(codes[0], rtype)
+        return table.c.param.in_([self._param(c, rtype) for c in codes])
+
     def clause(self, clause: Clause) -> Part:
         """Compile one clause."""
         r = self.table
@@ -236,7 +255,7 @@ class Compiler:
             return self._semi(self._chain(clause))
         table = TABLES[clause.type]
         if clause.modifier == "missing":
-            present: Any = select(table.c.res).where(table.c.param == self._param(clause.code))
+            present: Any = select(table.c.res).where(self._param_is(table, clause.code))
             if clause.type == "reference":  # a logical reference (identifier only) is a value
                 ident = self._param(f"{clause.code}:identifier")
                 either = present.union_all(
@@ -248,15 +267,16 @@ class Compiler:
             return self._semi(present)
         if clause.type == "reference" and clause.modifier == "identifier":
             ident = self._param(f"{clause.code}:identifier")
-            conds = [token_condition(v, _T_TOKEN.c.code, _T_TOKEN.c.system) for v in clause.values]
+            conds = [
+                token_condition(v, _T_TOKEN.c.code, _T_TOKEN.c.system_id, keyed=True)
+                for v in clause.values
+            ]
             return self._semi(select(_T_TOKEN.c.res).where(_T_TOKEN.c.param == ident, or_(*conds)))
         if clause.type == "token" and clause.modifier == "of-type":
             return self._of_type(clause)
         handler = getattr(self, f"_{clause.type}")
         conditions = [handler(v, clause) for v in clause.values]
-        index = select(table.c.res).where(
-            table.c.param == self._param(clause.code), or_(*conditions)
-        )
+        index = select(table.c.res).where(self._param_is(table, clause.code), or_(*conditions))
         if clause.type == "token" and clause.modifier == "not":
             return Part(not_(r.c.pk.in_(index)))
         return self._semi(index)
@@ -271,7 +291,7 @@ class Compiler:
         if clause.modifier == "text":
             pattern = "%" + like_escape(normalize_string(unescape(raw))) + "%"
             return t.c.text.like(pattern, escape="\\")  # type: ignore[no-any-return]
-        return token_condition(raw, t.c.code, t.c.system)
+        return token_condition(raw, t.c.code, t.c.system_id, keyed=True)
 
     def _string(self, raw: str, clause: Clause) -> ColumnElement[bool]:
         t = _T_STRING
@@ -324,7 +344,9 @@ class Compiler:
 
     def _quantity(self, raw: str, clause: Clause) -> ColumnElement[bool]:
         t = _T_QUANTITY
-        return quantity_condition(raw, t.c.value, t.c.system, t.c.code, t.c.unit, clause.name)
+        return quantity_condition(
+            raw, t.c.value, t.c.system_id, t.c.code, t.c.unit, clause.name, keyed=True
+        )
 
     def _uri(self, raw: str, clause: Clause) -> ColumnElement[bool]:
         t = _T_URI
@@ -362,7 +384,7 @@ class Compiler:
                     part.condition,
                 )
             options.append(and_(t.c.target_type == target_type, t.c.target_id.in_(targets)))
-        return select(t.c.res).where(t.c.param == self._param(clause.code), or_(*options))
+        return select(t.c.res).where(self._param_is(t, clause.code), or_(*options))
 
     def _has(self, clause: Clause) -> ColumnElement[bool]:
         assert clause.has is not None
@@ -377,7 +399,7 @@ class Compiler:
             )
         t = _T_REF
         targets = select(t.c.target_id).where(
-            t.c.param == self._param(ref_code, source),
+            self._param_is(t, ref_code, source),
             t.c.target_type == self.resource_type,
             t.c.res.in_(referrers),
         )
@@ -447,10 +469,11 @@ class Compiler:
 
 
 def quantity_condition(
-    raw: str, value: Any, system: Any, code: Any, unit: Any, name: str
+    raw: str, value: Any, system: Any, code: Any, unit: Any, name: str, *, keyed: bool = False
 ) -> ColumnElement[bool]:
     """``[prefix]number|system|code`` (https://hl7.org/fhir/R4/search.html#quantity):
-    ``number||code`` matches the code or the unit text; no system or code matches any."""
+    ``number||code`` matches the code or the unit text; no system or code matches any.
+    ``keyed``: the system column holds :func:`~sharedcare.record.keys.system_key` values."""
     prefix, rest = prefix_of(raw)
     parts = split_escaped(rest, "|")
     if len(parts) not in {1, 3}:
@@ -461,7 +484,8 @@ def quantity_condition(
     condition = number_condition(prefix, parts[0], value, name)
     if len(parts) == 3:
         if parts[1]:
-            condition = and_(condition, system == parts[1])
+            wanted = system_key(parts[1]) if keyed else parts[1]
+            condition = and_(condition, system == wanted)
         if parts[2]:
             condition = and_(condition, or_(code == parts[2], unit == parts[2]))
     return condition

@@ -26,6 +26,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from sharedcare.fhir.definitions import search_parameters
+from sharedcare.record.derived import stored_codes
 from sharedcare.record.errors import InvalidRequest
 from sharedcare.record.search.clauses import TABLES, ParamId
 
@@ -66,11 +67,15 @@ def sort_keys(
             if definition.type == "date" and descending:
                 column = "high"
             index = TABLES[definition.type]
-            param = param_id(resource_type, code)
+            params = [param_id(resource_type, c) for c in stored_codes(resource_type, code)]
+            ids = [-1 if param is None else param for param in params]
             aggregate = func.max if descending else func.min
             expr = (
                 select(aggregate(index.c[column]))
-                .where(index.c.res == table.c.pk, index.c.param == (-1 if param is None else param))
+                .where(
+                    index.c.res == table.c.pk,
+                    index.c.param == ids[0] if len(ids) == 1 else index.c.param.in_(ids),
+                )
                 .scalar_subquery()
             )
             keys.append(SortKey(expr, descending, kind, True))

@@ -143,6 +143,7 @@ def acute_feed(
                         ae.site,
                         "ED",
                         visit,
+                        admission_type="E",
                         disposition="01",
                         admitted=ae.arrival,
                         discharged=ae.departure,

@@ -38,6 +38,9 @@ CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-st
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+LSOA_EXTENSION = "https://sharedcare.example.org/fhir/StructureDefinition/Extension-AddressLSOA2011"
+"""sharedcare's address extension for the 2011 LSOA of an address (``valueCode``). UK Core
+has no element for it; the ``people`` analytics view reads it for IMD and Core20."""
 
 Resource = dict[str, Any]
 
@@ -138,6 +141,16 @@ def patient(
         )
     identifiers.append({"system": LOCAL_ID_SYSTEM.format(org=org), "value": record.local_id})
     a = record.address
+    home: dict[str, Any] = {
+        "use": "home",
+        "line": [a.line],
+        "city": a.town,
+        "postalCode": a.postcode,
+        "country": "GBR",
+    }
+    if a.lsoa:
+        # The LSOA of the address this organisation holds (an out-of-date one included).
+        home["extension"] = [{"url": LSOA_EXTENSION, "valueCode": a.lsoa}]
     resource: Resource = {
         "resourceType": "Patient",
         "id": patient_id,
@@ -160,15 +173,7 @@ def patient(
         "name": [{"use": "official", "family": record.family, "given": [record.given]}],
         "gender": "male" if person.male else "female",
         "birthDate": record.birth_date.isoformat(),
-        "address": [
-            {
-                "use": "home",
-                "line": [a.line],
-                "city": a.town,
-                "postalCode": a.postcode,
-                "country": "GBR",
-            }
-        ],
+        "address": [home],
     }
     if person.death_date is not None:
         resource["deceasedDateTime"] = person.death_date.isoformat()

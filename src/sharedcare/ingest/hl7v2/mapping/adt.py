@@ -4,7 +4,8 @@ After the v2-to-FHIR message maps ADT_A01 (used for A01, A04, A08, A13), ADT_A02
 ADT_A05 (A28, A31), ADT_A09/A11 and ADT_A39 (A40), and the PV1[Encounter] segment map:
 https://hl7.org/fhir/uv/v2mappings/ . Encounter.location carries the location history the
 message describes: the current PV1-3 location as ``active`` and, for an A02 transfer, the
-prior PV1-6 location as ``completed`` ending at the transfer time.
+prior PV1-6 location as ``completed`` ending at the transfer time. PV1-4 (admission type,
+table 0007) goes to ``Encounter.type`` with the ``v2-0007`` system, as in that map.
 """
 
 from __future__ import annotations
@@ -139,6 +140,11 @@ def _encounter(
     }
     if identifiers:
         encounter["identifier"] = identifiers
+    # PV1-4 admission type (table 0007: E emergency, U urgent, A accident, C elective...)
+    # goes to Encounter.type, as the v2-to-FHIR PV1 map says.
+    admission_type = codeable(pv1.rep(4), ctx, "HL70007")
+    if admission_type:
+        encounter["type"] = [admission_type]
     if patient_class in _CLASS:
         code, display = _CLASS[patient_class]
         encounter["class"] = {"system": _ACT, "code": code, "display": display}

@@ -1,0 +1,260 @@
+"""Rows of the persisted master patient index (``db/tables/identity.py``).
+
+Small functions, each one statement or a few, run in the caller's transaction. The
+service (:mod:`sharedcare.identity.service`) decides what to write; this module only knows
+the tables. Evidence is stored as JSON naming levels and weights, never values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, cast, func, insert, or_, select, update
+from sqlalchemy import Text as SqlText
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from sharedcare.db.tables import (
+    IdentityGolden,
+    IdentityLink,
+    IdentityMerge,
+    IdentityReview,
+    IdentityState,
+    IdentityTrail,
+    Resource,
+)
+
+__all__ = [
+    "GOLDEN",
+    "LINK",
+    "MERGE",
+    "REVIEW",
+    "TRAIL",
+    "LinkRow",
+    "OpenMerge",
+    "SourceRow",
+    "TrailEntry",
+    "bump_version",
+    "golden_rows",
+    "insert_merge",
+    "insert_reviews",
+    "insert_trail",
+    "last_trail_id",
+    "link_rows",
+    "open_merges",
+    "pair_queued_or_rejected",
+    "removed_since",
+    "source_rows",
+    "upsert",
+]
+
+STATE: Any = IdentityState.__table__
+GOLDEN: Any = IdentityGolden.__table__
+LINK: Any = IdentityLink.__table__
+REVIEW: Any = IdentityReview.__table__
+MERGE: Any = IdentityMerge.__table__
+TRAIL: Any = IdentityTrail.__table__
+RESOURCE: Any = Resource.__table__
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TrailEntry:
+    """One line of the identity audit trail."""
+
+    action: str
+    source_id: str | None = None
+    golden_id: str | None = None
+    other_golden_id: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """A linked source Patient as stored: its link row and its current content."""
+
+    source_id: str
+    source_system: str
+    golden_id: str
+    content: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRow:
+    """The link columns needed to decide whether a Patient must be matched again."""
+
+    source_id: str
+    source_system: str
+    source_version: int
+    golden_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenMerge:
+    """A merge not undone: which golden records, and which sources it moved."""
+
+    id: int
+    kept: str
+    retired: str
+    moved: tuple[str, ...]
+
+
+def bump_version(connection: Connection) -> int:
+    """Increment the index version in this transaction and return the new value.
+
+    The update takes the row's lock, so identity writes in several processes queue here.
+    """
+    connection.execute(update(STATE).where(STATE.c.id == 1).values(version=STATE.c.version + 1))
+    return int(connection.scalar(select(STATE.c.version).where(STATE.c.id == 1)) or 0)
+
+
+def upsert(connection: Connection, table: Any, rows: Sequence[dict[str, Any]], key: str) -> None:
+    """Insert ``rows``, replacing the non-key columns of any row whose ``key`` exists."""
+    if not rows:
+        return
+    dialect = connection.dialect.name
+    factory = pg_insert if dialect == "postgresql" else sqlite_insert
+    columns = [c for c in rows[0] if c != key]
+    for start in range(0, len(rows), _CHUNK):
+        statement = factory(table)
+        statement = statement.on_conflict_do_update(
+            index_elements=[key], set_={c: statement.excluded[c] for c in columns}
+        )
+        connection.execute(statement, list(rows[start : start + _CHUNK]))
+
+
+def source_rows(connection: Connection, changed_after: int | None = None) -> Iterator[SourceRow]:
+    """Linked sources with their current Patient content (``None`` if deleted).
+
+    Every one, or only those whose link changed after index version ``changed_after``.
+    """
+    content = RESOURCE.c.content
+    if connection.dialect.name == "postgresql":
+        content = cast(content, SqlText)
+    query = (
+        select(
+            LINK.c.source_id,
+            LINK.c.source_system,
+            LINK.c.golden_id,
+            content.label("content"),
+            RESOURCE.c.deleted,
+        )
+        .select_from(LINK)
+        .outerjoin(
+            RESOURCE,
+            and_(RESOURCE.c.resource_type == "Patient", RESOURCE.c.id == LINK.c.source_id),
+        )
+        .execution_options(yield_per=2000)
+    )
+    if changed_after is not None:
+        query = query.where(LINK.c.changed > changed_after)
+    for row in connection.execute(query):
+        raw = row.content
+        if isinstance(raw, str):
+            raw = raw.encode()
+        yield SourceRow(
+            row.source_id, row.source_system, row.golden_id, None if row.deleted else raw
+        )
+
+
+def link_rows(connection: Connection, source_ids: Sequence[str]) -> dict[str, LinkRow]:
+    """Link rows of ``source_ids``, keyed by source id."""
+    found: dict[str, LinkRow] = {}
+    for start in range(0, len(source_ids), _CHUNK):
+        chunk = list(source_ids[start : start + _CHUNK])
+        for row in connection.execute(
+            select(
+                LINK.c.source_id, LINK.c.source_system, LINK.c.source_version, LINK.c.golden_id
+            ).where(LINK.c.source_id.in_(chunk))
+        ):
+            found[row.source_id] = LinkRow(
+                row.source_id, row.source_system, row.source_version, row.golden_id
+            )
+    return found
+
+
+def golden_rows(
+    connection: Connection, changed_after: int | None = None
+) -> list[tuple[str, str, str | None, int]]:
+    """Golden ids with status, replacement and creation time (all, or changed after)."""
+    query = select(GOLDEN.c.golden_id, GOLDEN.c.status, GOLDEN.c.replaced_by, GOLDEN.c.created_at)
+    if changed_after is not None:
+        query = query.where(GOLDEN.c.changed > changed_after)
+    return [(r.golden_id, r.status, r.replaced_by, r.created_at) for r in connection.execute(query)]
+
+
+def last_trail_id(connection: Connection) -> int:
+    """The newest identity trail row's id (0 when empty)."""
+    return int(connection.scalar(select(func.max(TRAIL.c.id))) or 0)
+
+
+def removed_since(connection: Connection, trail_id: int) -> list[str]:
+    """Source ids removed from the index in trail rows after ``trail_id``."""
+    return [
+        str(r)
+        for r in connection.scalars(
+            select(TRAIL.c.source_id).where(TRAIL.c.id > trail_id, TRAIL.c.action == "remove")
+        )
+    ]
+
+
+def open_merges(connection: Connection) -> list[OpenMerge]:
+    """Merges not undone, oldest first."""
+    return [
+        OpenMerge(r.id, r.kept, r.retired, tuple(orjson.loads(r.moved)))
+        for r in connection.execute(
+            select(MERGE.c.id, MERGE.c.kept, MERGE.c.retired, MERGE.c.moved)
+            .where(MERGE.c.status == "applied")
+            .order_by(MERGE.c.id)
+        )
+    ]
+
+
+def insert_merge(connection: Connection, row: dict[str, Any]) -> int:
+    """Store a merge event and return its id."""
+    result = connection.execute(insert(MERGE).returning(MERGE.c.id), [row])
+    return int(result.scalar_one())
+
+
+def pair_queued_or_rejected(connection: Connection, a: str, b: str) -> bool:
+    """Whether the pair of golden ids ``a``, ``b`` is open for review or was rejected."""
+    pair = or_(
+        and_(REVIEW.c.golden_id == a, REVIEW.c.candidate_golden_id == b),
+        and_(REVIEW.c.golden_id == b, REVIEW.c.candidate_golden_id == a),
+    )
+    found = connection.scalar(
+        select(REVIEW.c.id).where(pair, REVIEW.c.status.in_(("open", "rejected"))).limit(1)
+    )
+    return found is not None
+
+
+def insert_reviews(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Queue review items."""
+    if rows:
+        connection.execute(insert(REVIEW), list(rows))
+
+
+def insert_trail(
+    connection: Connection, actor: str, entries: Sequence[TrailEntry], recorded: int
+) -> None:
+    """Append to the identity audit trail."""
+    if not entries:
+        return
+    connection.execute(
+        insert(TRAIL),
+        [
+            {
+                "recorded": recorded,
+                "actor": actor[:200],
+                "action": e.action,
+                "source_id": e.source_id,
+                "golden_id": e.golden_id,
+                "other_golden_id": e.other_golden_id,
+                "detail": orjson.dumps(e.detail) if e.detail is not None else None,
+            }
+            for e in entries
+        ],
+    )

@@ -1,0 +1,89 @@
+"""``Patient/{id}/$everything`` (https://hl7.org/fhir/R4/patient-operation-everything.html).
+
+The patient and their compartment (https://hl7.org/fhir/R4/compartmentdefinition-patient.html),
+with ``_type``, ``_since``, ``_count`` paging, deletions left out, and nobody else's data.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+
+def _obs(oid: str, patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"text": "heart rate"},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+
+
+def _put(fhir: TestClient, resources: list[dict[str, Any]]) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ],
+    }
+    assert fhir.post("/fhir", json=bundle).status_code == 200
+
+
+def _ids(body: dict[str, Any]) -> list[str]:
+    return [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in body["entry"]]
+
+
+def test_everything_is_the_patient_and_their_compartment(fhir: TestClient) -> None:
+    _put(
+        fhir,
+        [
+            {"resourceType": "Patient", "id": "a"},
+            {"resourceType": "Patient", "id": "b"},
+            {"resourceType": "Organization", "id": "org", "name": "GP"},
+            _obs("oa1", "a"),
+            _obs("oa2", "a"),
+            _obs("ob1", "b"),
+            {
+                "resourceType": "Encounter",
+                "id": "ea",
+                "status": "finished",
+                "class": {"code": "AMB"},
+                "subject": {"reference": "Patient/a"},
+                "serviceProvider": {"reference": "Organization/org"},
+            },
+        ],
+    )
+    body = fhir.get("/fhir/Patient/a/$everything").json()
+    assert body["total"] == 4
+    assert sorted(_ids(body)) == ["Encounter/ea", "Observation/oa1", "Observation/oa2", "Patient/a"]
+
+    typed = fhir.get("/fhir/Patient/a/$everything?_type=Observation").json()
+    assert sorted(_ids(typed)) == ["Observation/oa1", "Observation/oa2"]
+    with_patient = fhir.get("/fhir/Patient/a/$everything?_type=Patient,Encounter").json()
+    assert sorted(_ids(with_patient)) == ["Encounter/ea", "Patient/a"]
+
+    first = fhir.get("/fhir/Patient/a/$everything?_count=3").json()
+    second = fhir.get("/fhir/Patient/a/$everything?_count=3&_offset=3").json()
+    assert (first["total"], second["total"]) == (4, 4)
+    assert len(first["entry"]) == 3 and len(second["entry"]) == 1
+    assert set(_ids(first)).isdisjoint(_ids(second))
+    assert any(link["relation"] == "next" for link in first["link"])
+
+    time.sleep(0.01)
+    since = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    time.sleep(0.01)
+    _put(fhir, [{**_obs("oa2", "a"), "status": "amended"}])
+    assert fhir.delete("/fhir/Observation/oa1").status_code == 204
+    changed = fhir.get(f"/fhir/Patient/a/$everything?_since={since}").json()
+    assert _ids(changed) == ["Observation/oa2"]
+    after_delete = fhir.get("/fhir/Patient/a/$everything").json()
+    assert after_delete["total"] == 3
+    assert "Observation/oa1" not in _ids(after_delete)
+
+    assert fhir.get("/fhir/Patient/nobody/$everything").status_code == 404
