@@ -1,16 +1,25 @@
 """HL7 v2 traffic for ingest tests and benchmarks: messages, an MLLP listener process, a
 resending client (python-hl7's MLLPClient) and the exactly-once check.
 
-Messages are synthetic (made-up names and identifiers). Index ``i`` gives:
+Messages are synthetic. Index ``i`` is about patient ``p = i % patients``, and gives:
 
-* ``i % 10`` in 0-5: ADT^A01 admission, a new visit ``V{i}`` for patient ``H{i % patients}``;
-* 6-7: ADT^A08 update of that patient;
+* ``i % 10`` in 0-5: ADT^A01 admission, a new visit ``V{i}`` for patient ``H{p}``;
+* 6-7: ADT^A08 update of that patient: they have moved home (a new address each time);
 * 8-9: ORU^R01 result (one report ``F{i}``, three observations).
+
+Each patient looks like a member of a real population, so the master patient index sees
+realistic blocking buckets: given and family names drawn from the synthetic data's Faker
+en_GB tables (surnames weighted by frequency), a date of birth spread over 0-99 years, sex,
+a unique NHS number from the 999 test range (beside the hospital number ``H{p}``) and a
+Dorset address and postcode (:mod:`sharedcare.synthetic.people`). A patient's demographics
+are the same in every message about them, except the address an A08 changes.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -18,10 +27,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
+from functools import cache
 from pathlib import Path
 
 from hl7.client import MLLPClient
 from sqlalchemy import Engine, text
+
+from sharedcare.synthetic.people import lsoa_for_index, name_tables, nhs_number_for, random_address
 
 CLI = [sys.executable, "-c", "from sharedcare.cli.main import app; app()"]
 """The ``sharedcare`` command line (the installed console script runs the same app)."""
@@ -40,10 +53,74 @@ def _segment(seg_id: str, fields: dict[int, str]) -> str:
     return "|".join([seg_id, *values])
 
 
+@dataclass(frozen=True, slots=True)
+class _Person:
+    hospital_number: str
+    nhs_number: str
+    family: str
+    given: str
+    birth_date: str
+    sex: str
+
+
+@cache
+def _person(p: int, patients: int) -> _Person:
+    """Patient ``p`` of a synthetic population of ``patients`` (deterministic)."""
+    tables = name_tables()
+    rng = random.Random(p * 7919 + 17)
+    male = rng.random() < 0.49
+    given = rng.choice(tables.male if male else tables.female)
+    family = tables.family[
+        min(bisect.bisect_left(tables.family_cumulative, rng.random()), len(tables.family) - 1)
+    ]
+    born = date(2024, 3, 1) - timedelta(days=rng.randrange(100 * 365))
+    return _Person(
+        f"H{p}",
+        nhs_number_for(p),
+        family.upper(),
+        given.upper(),
+        born.strftime("%Y%m%d"),
+        "M" if male else "F",
+    )
+
+
+@cache
+def _address(p: int, patients: int, move: int) -> str:
+    """PID-11 for patient ``p`` after ``move`` moves: street^^town^^postcode."""
+    rng = random.Random((p * 7919 + 17) ^ (move << 24))
+    home = random_address(rng, lsoa_for_index(p, patients), date(2020, 1, 1))
+    return f"{home.line}^^{home.town}^^{home.postcode}"
+
+
+def _pid(i: int, patients: int) -> str:
+    p = i % patients
+    who = _person(p, patients)
+    moves = i // patients if i % 10 in (6, 7) else 0  # an A08: moved home again
+    return (
+        f"PID|1||{who.hospital_number}^^^RBD^MR~{who.nhs_number}^^^NHS^NH||"
+        f"{who.family}^{who.given}||{who.birth_date}|{who.sex}|||{_address(p, patients, moves)}"
+    )
+
+
+def population(total: int, patients: int = 2000) -> str:
+    """How varied the patients in messages ``0..total-1`` are (for benchmark output)."""
+    people = [_person(p, patients) for p in range(min(total, patients))]
+    postcodes = {
+        _address(i % patients, patients, i // patients if i % 10 in (6, 7) else 0).rsplit("^", 1)[1]
+        for i in range(total)
+    }
+    return (
+        f"{len(people):,} patients: {len({w.family for w in people}):,} family names, "
+        f"{len({w.given for w in people}):,} given names, "
+        f"{len({w.birth_date for w in people}):,} birth dates, "
+        f"{len({w.nhs_number for w in people}):,} NHS numbers, {len(postcodes):,} postcodes"
+    )
+
+
 def message(i: int, patients: int = 2000) -> str:
     """The i-th synthetic message (see the module docstring); MSH-10 is ``M{i}``."""
     kind = i % 10
-    pid = f"PID|1||H{i % patients}^^^RBD^MR||TESTER^ALEX{i % 97}||1970{1 + i % 12:02d}15|F"
+    pid = _pid(i, patients)
     when = f"202403{1 + i % 28:02d}1015{i % 60:02d}"
     if kind <= 7:
         event = "A01" if kind <= 5 else "A08"

@@ -252,7 +252,7 @@ def optout_source(resource_type: str, engine: str, source: Source) -> Source:
         f"(SELECT _s.* FROM {source.relation} AS _s WHERE NOT EXISTS "
         f"(SELECT 1 FROM ({excluded}) AS _x WHERE _x.resource_key = {key}))"
     )
-    return Source(relation, source.json_column, source.type_column)
+    return Source(relation, source.json_column, source.type_column, source.text_column)
 
 
 def _column_paths(raw: dict[str, Any]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The official SQL-on-FHIR v2 conformance suite, on DuckDB and on PostgreSQL.
+"""The official SQL-on-FHIR v2 conformance suite, on DuckDB, PostgreSQL and Spark.
 
 Every test case of ../shared/conformance/sql-on-fhir-v2/tests runs on each engine; ids are
 ``file::title``. Rows are compared as an unordered multiset with JS-like strict equality
@@ -144,14 +144,6 @@ def spark_runner() -> Iterator[Callable[[str], Callable[[dict[str, Any]], ViewRe
     yield runner
 
 
-#: Decimal lowBoundary()/highBoundary() need the written scale of a number (1.0 vs 1), which
-#: Spark's VARIANT does not keep; the engine refuses those views with a clear error instead.
-SPARK_UNSUPPORTED = {
-    "fn_boundary.json::decimal lowBoundary",
-    "fn_boundary.json::decimal highBoundary",
-}
-
-
 @pytest.mark.parametrize(("file_name", "index"), CASES)
 def test_duckdb(file_name: str, index: int, duckdb_runner: Any) -> None:
     _check(FILES[file_name]["tests"][index], duckdb_runner(file_name))
@@ -166,12 +158,7 @@ def test_postgres(file_name: str, index: int, postgres_runner: Any) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("file_name", "index"), CASES)
 def test_spark(file_name: str, index: int, spark_runner: Any) -> None:
-    test = FILES[file_name]["tests"][index]
-    if f"{file_name}::{test['title']}" in SPARK_UNSUPPORTED:
-        with pytest.raises(ViewDefinitionError, match=r"(?i)spark"):
-            spark_runner(file_name)(test["view"])
-        return
-    _check(test, spark_runner(file_name))
+    _check(FILES[file_name]["tests"][index], spark_runner(file_name))
 
 
 @pytest.mark.slow

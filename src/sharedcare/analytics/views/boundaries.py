@@ -53,10 +53,8 @@ def boundary(x: ExpressionCompiler, target: Val, name: str) -> Val:
     else:
         text = d.json_to_scalar(one, "string")
     if system in ("decimal", "integer") and not d.keeps_decimal_scale:
-        raise ViewDefinitionError(
-            f"{name}() on decimals needs the value's written precision, which the {d.name} "
-            "engine does not keep (its JSON type drops trailing zeros); use DuckDB or PostgreSQL"
-        )
+        # The engine's JSON type drops trailing zeros: read the number as written instead.
+        text = d.written_number_text(x, target, f"input of {name}()", name)
     if system in ("decimal", "integer"):
         dot = d.strpos(text, "'.'")
         digits = f"(CASE WHEN {dot} > 0 THEN length({text}) - {dot} ELSE 0 END)"

@@ -9,7 +9,7 @@ position within the nearest iteration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sharedcare.analytics.views import fhir_types
 from sharedcare.analytics.views.dialects import Dialect, Source
@@ -74,6 +74,10 @@ class _ViewCompiler:
             join = d.unnest(self.x.to_list(value), alias, node.or_null)
             index = f"(coalesce({alias}.i, 1) - 1)"
             focus = Val("path", f"{alias}.e", (), False, value.ftype)
+            if value.kind == "path" and value.sql in d.written:
+                # Same structure in the written twin, so the same position holds the same item.
+                twin = self.x.to_list(replace(value, sql=d.written[value.sql]))
+                d.written[focus.sql] = d.list_get(twin, f"({alias}.i - 1)")
             return [join], Ctx(focus, index, ctx.root)
         assert node.repeat is not None
         first = [self.x.compile(p.ast, ctx) for p in node.repeat]

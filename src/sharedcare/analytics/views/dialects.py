@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from sharedcare.analytics.views.errors import RUNTIME_ERROR_PREFIX
+from sharedcare.analytics.views.errors import RUNTIME_ERROR_PREFIX, ViewDefinitionError
+
+if TYPE_CHECKING:
+    from sharedcare.analytics.views.expressions import ExpressionCompiler, Val
 
 #: A navigation step: (JSON key, repeats?) where None means "unknown cardinality".
 Step = tuple[str, bool | None]
 
 _SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Literal texts for ``DuckDBDialect.written_twin`` (DuckDB string literals have no escapes).
+_TWO_BACKSLASHES = "\\\\"
+_BACKSLASH_ESCAPE = "\\u005c"
+_ESCAPED_QUOTE = '\\"'
+_QUOTE_ESCAPE = "\\u0022"
+_NUMBER = "-?[0-9][-+.0-9eE]*"
+_QUOTED_MATCH = '"\\0"'
 
 #: Relative literal reference ``Type/id`` or ``Type/id/_history/vid``
 #: (https://hl7.org/fhir/R4/references.html#literal).
@@ -31,11 +43,15 @@ class Source:
         relation: SQL relation (table name, view, or parenthesised subquery / table function).
         json_column: column holding the resource JSON (DuckDB JSON / PostgreSQL jsonb).
         type_column: optional column holding the resource type, used for filtering when present.
+        text_column: optional column holding each resource's original JSON text. Engines whose
+            JSON type drops a decimal's written precision (Spark's VARIANT turns ``1.50`` into
+            ``1.5``) read decimal ``lowBoundary()``/``highBoundary()`` inputs from it.
     """
 
     relation: str
     json_column: str = "resource"
     type_column: str | None = None
+    text_column: str | None = None
 
 
 class Dialect:
@@ -44,8 +60,18 @@ class Dialect:
     name = "base"
     #: SQL type of a single JSON value.
     json_sql_type = "JSON"
-    #: Whether JSON numbers keep their written scale (1.0 vs 1), needed by decimal boundaries.
+    #: Whether JSON numbers keep their written scale (1.50 vs 1.5), needed by decimal
+    #: boundaries. Dialects where they do not read those inputs from a *written twin* of the
+    #: resource instead: the same JSON with every number turned into a string of its literal
+    #: text (``written_number_text``).
     keeps_decimal_scale = True
+
+    def __init__(self) -> None:
+        #: SQL of a JSON focus -> SQL of the same node in the written twin. The compiler maps
+        #: the resource root and each forEach item whose list is a plain path.
+        self.written: dict[str, str] = {}
+        #: Whether any expression read the twin (so the query must compute it).
+        self.written_used = False
 
     def quote_ident(self, name: str) -> str:
         """Double-quote an identifier."""
@@ -210,6 +236,35 @@ class Dialect:
         """Round a double to ``digits`` decimal places."""
         raise NotImplementedError
 
+    def written_number_text(
+        self, x: ExpressionCompiler, target: Val, what: str, function: str
+    ) -> str:
+        """SQL text of the number ``target`` exactly as written in the resource JSON.
+
+        Only dialects with ``keeps_decimal_scale = False`` use this (for decimal boundaries,
+        https://build.fhir.org/fhirpath.html#functions): ``target`` is read at the same path in
+        the written twin of its base.
+
+        Raises:
+            ViewDefinitionError: if ``target`` has no twin (see ``written_hint``).
+        """
+        twin = self.written.get(target.sql) if target.kind == "path" else None
+        if twin is None:
+            raise ViewDefinitionError(
+                f"{function}() on a decimal needs the number as written, which the {self.name} "
+                f"engine's JSON type does not keep (1.50 reads back as 1.5): "
+                f"{self.written_hint()}; or run the view on PostgreSQL"
+            )
+        self.written_used = True
+        return self.json_to_scalar(x.to_one(replace(target, sql=twin), what), "string")
+
+    def written_hint(self) -> str:
+        """How to make a decimal boundary input readable from the written twin."""
+        return (
+            "apply it to a path from the resource, or from a forEach/forEachOrNull whose "
+            "expression is itself a path"
+        )
+
 
 def _json_path(steps: tuple[Step, ...], wildcard: bool, root: str = "$") -> str:
     out = root
@@ -233,8 +288,11 @@ class DuckDBDialect(Dialect):
     """
 
     name = "duckdb"
+    # DuckDB's JSON functions re-print numbers (1.50 -> 1.5, 0.000 -> 0.0).
+    keeps_decimal_scale = False
 
     def __init__(self) -> None:
+        super().__init__()
         self._root: str | None = None
         self._alias = ""
         self._json_paths: list[str] = []
@@ -244,13 +302,17 @@ class DuckDBDialect(Dialect):
         """Start hoisting paths read from ``root`` (the resource column of ``alias``)."""
         self._root, self._alias = root, alias
         self._json_paths, self._text_paths = [], []
+        self.written = {root: f"{alias}._sof_wt"}
+        self.written_used = False
 
     def wrap_source(self, source: Source, filters: list[str]) -> tuple[str, list[str]]:
         """The source, filtered first and then extended with the hoisted path columns."""
-        if not (self._json_paths or self._text_paths):
+        if not (self._json_paths or self._text_paths or self.written_used):
             return source.relation, filters
         col = self.quote_ident(source.json_column)
         extra = []
+        if self.written_used:
+            extra.append(f"{self.written_twin(f'CAST({col} AS VARCHAR)')} AS _sof_wt")
         for name, fn, paths in (
             ("_sof_pj", "json_extract", self._json_paths),
             ("_sof_pt", "json_extract_string", self._text_paths),
@@ -261,6 +323,23 @@ class DuckDBDialect(Dialect):
         where = " AND ".join(f"coalesce({f}, FALSE)" for f in filters) or "TRUE"
         inner = f"(SELECT * FROM {source.relation} AS _res WHERE {where})"
         return f"(SELECT *, {', '.join(extra)} FROM {inner})", []
+
+    def written_twin(self, text: str) -> str:
+        """JSON of the JSON text ``text`` with every number replaced by its literal text.
+
+        The escapes ``\\\\`` and ``\\"`` are first rewritten as the equivalent ``\\u005c`` and
+        ``\\u0022``, so every ``"`` left delimits a string; splitting on ``"`` then leaves the
+        text outside strings in the odd-numbered (1-based) pieces, where numbers are quoted.
+        """
+        lit = self.string
+        text = f"replace(replace({text}, {lit(_TWO_BACKSLASHES)}, {lit(_BACKSLASH_ESCAPE)}), "
+        text += f"{lit(_ESCAPED_QUOTE)}, {lit(_QUOTE_ESCAPE)})"
+        quoted = f"regexp_replace(_s, {lit(_NUMBER)}, {lit(_QUOTED_MATCH)}, 'g')"
+        pieces = (
+            f"list_transform(string_split({text}, '\"'), "
+            f"lambda _s, _k: CASE WHEN _k % 2 = 1 THEN {quoted} ELSE _s END)"
+        )
+        return f"json(array_to_string({pieces}, '\"'))"
 
     def _hoisted(self, paths: list[str], column: str, path: str) -> str:
         if path not in paths:

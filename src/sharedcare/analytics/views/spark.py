@@ -6,12 +6,21 @@ Spark does not allow correlated subqueries over VARIANT, so instead of LATERAL j
 (``transform``/``filter``/``flatten``/``concat``), which one ``explode`` turns into rows.
 ``repeat`` uses a recursive CTE keyed by resource; on Spark it is supported where its focus is
 the resource itself (not inside ``forEach``).
+
+VARIANT keeps a decimal's value but not its written precision (``1.50`` reads back as ``1.5``),
+which decimal ``lowBoundary()``/``highBoundary()`` need
+(https://build.fhir.org/fhirpath.html#functions). For views that use them, and sources with a
+``text_column`` holding each resource's original JSON, the compiler also parses a *written twin*
+of the resource: the same JSON with every number turned into a string of its literal text. A
+boundary input read from the resource (or from a ``forEach`` over a path) is read at the same
+path and index from the twin. Other views never touch the twin.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from sharedcare.analytics.views import fhir_types
@@ -22,6 +31,14 @@ from sharedcare.analytics.views.expressions import Ctx, ExpressionCompiler, Val
 from sharedcare.analytics.views.model import Column, Select, ViewDefinition
 
 _EMPTY = "CAST(array() AS ARRAY<VARIANT>)"
+_NULL = "CAST(NULL AS VARIANT)"
+# Java regular expressions / replacements for ``SparkDialect.written_twin``.
+_BACKSLASHES = r"[\\][\\]"
+_BACKSLASH_ESCAPE = r"\\u005c"
+_ESCAPED_QUOTE = r'[\\]"'
+_QUOTE_ESCAPE = r"\\u0022"
+_NUMBER = "-?[0-9][-+.0-9eE]*"
+_QUOTED = '"$0"'
 
 
 def _vpath(steps: tuple[Step, ...]) -> str:
@@ -37,6 +54,34 @@ class SparkDialect(Dialect):
     name = "spark"
     json_sql_type = "VARIANT"
     keeps_decimal_scale = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written[_NULL] = _NULL
+        #: Column with each resource's JSON text, from which the written twin is parsed.
+        self.text_column: str | None = None
+
+    def written_twin(self, text: str) -> str:
+        """VARIANT of the JSON text ``text`` with every number replaced by its literal text.
+
+        The escapes ``\\\\`` and ``\\"`` are first rewritten as the equivalent ``\\u005c`` and
+        ``\\u0022``, so every ``"`` left delimits a string; splitting on ``"`` then leaves the
+        text outside strings in the even-numbered pieces, where the numbers are quoted.
+        """
+        lit = self.string
+        text = f"regexp_replace({text}, {lit(_BACKSLASHES)}, {lit(_BACKSLASH_ESCAPE)})"
+        text = f"regexp_replace({text}, {lit(_ESCAPED_QUOTE)}, {lit(_QUOTE_ESCAPE)})"
+        quoted = f"regexp_replace(_s, {lit(_NUMBER)}, {lit(_QUOTED)})"
+        pieces = f"transform(split({text}, '\"'), (_s, _k) -> IF(_k % 2 = 0, {quoted}, _s))"
+        return f"parse_json(array_join({pieces}, '\"'))"
+
+    def written_hint(self) -> str:
+        if self.text_column is None:
+            return (
+                "register the source with load_spark_view or ndjson_spark_view, or give "
+                "Source(text_column=...) naming a column with each resource's JSON text"
+            )
+        return super().written_hint()
 
     def quote_ident(self, name: str) -> str:
         return "`" + name.replace("`", "``") + "`"
@@ -144,7 +189,9 @@ class SparkDialect(Dialect):
         return f"date_format(last_day(to_date({date_text})), 'yyyy-MM-dd')"
 
     def round_double(self, value: str, digits: str) -> str:
-        return f"round({value}, CAST({digits} AS INT))"
+        # Spark's round() needs a constant scale; scale by 10^digits around a whole-number round.
+        scale = f"power(10, {digits})"
+        return f"(round({value} * {scale}) / {scale})"
 
     def concat(self, parts: list[str]) -> str:
         return "concat(" + ", ".join(parts) + ")"
@@ -212,12 +259,15 @@ class _SparkViewCompiler:
             value = self.x.compile(node.for_each.ast, ctx)
             lst, ftype = self.x.to_list(value), value.ftype
         e, i = self.x.fresh("_e"), self.x.fresh("_i")
+        if node.repeat is None and value.kind == "path" and value.sql in self.d.written:
+            twin = self.x.to_list(replace(value, sql=self.d.written[value.sql]))
+            self.d.written[e] = self.d.list_get(twin, i)
         inner = Ctx(Val("path", e, (), False, ftype), f"CAST({i} AS BIGINT)", ctx.root)
         body, names = self.body(node, inner)
         each = f"flatten(transform({lst}, ({e}, {i}) -> {body}))"
         if not node.or_null:
             return each, names
-        null_ctx = Ctx(Val("path", "CAST(NULL AS VARIANT)", (), False, ftype), "0", ctx.root)
+        null_ctx = Ctx(Val("path", _NULL, (), False, ftype), "0", ctx.root)
         null_body, _ = self.body(node, null_ctx)
         return f"(CASE WHEN size({lst}) = 0 THEN {null_body} ELSE {each} END)", names
 
@@ -261,6 +311,9 @@ class _SparkViewCompiler:
 
     def compile(self, source: Source) -> CompiledView:
         d = self.d
+        if source.text_column is not None:
+            d.text_column = source.text_column
+            d.written.update({"_res._v": "_res._vt", "_v": "_vt"})
         root = Val("path", "_res._v", (), False, self.view.resource, is_root=True)
         ctx = Ctx(root, "0", root)
         rows, names = self.rows(self.view.root, ctx)
@@ -274,8 +327,11 @@ class _SparkViewCompiler:
         for w in self.view.where:
             where_ctx_root = Ctx(where_ctx.focus, "0", where_ctx.focus)
             conds.append(self.x.to_bool(self.x.compile(w.ast, where_ctx_root), w.location))
+        twin = ""
+        if d.written_used and d.text_column is not None:
+            twin = f"{d.written_twin(d.quote_ident(d.text_column))} AS _vt, "
         base = (
-            f"_base AS (SELECT * FROM (SELECT {d.quote_ident(source.json_column)} AS _v, * "
+            f"_base AS (SELECT * FROM (SELECT {d.quote_ident(source.json_column)} AS _v, {twin}* "
             f"FROM {source.relation}) WHERE "
             + " AND ".join(f"coalesce({c}, FALSE)" for c in conds)
             + ")"
@@ -296,20 +352,29 @@ def compile_view_spark(view: ViewDefinition, source: Source) -> CompiledView:
 
 
 def load_spark_view(spark: Any, name: str, resources: list[dict[str, Any]]) -> Source:
-    """Register a temporary Spark view ``name(resource VARIANT)`` holding ``resources``."""
+    """Register a temporary Spark view ``name(resource VARIANT, resource_text STRING)``.
+
+    ``resource_text`` is the JSON text ``resource`` was parsed from; only views with decimal
+    ``lowBoundary()``/``highBoundary()`` read it (Spark prunes it from all others).
+    """
     import orjson
 
     texts = [(orjson.dumps(r).decode(),) for r in resources]
     frame = spark.createDataFrame(texts, "text STRING")
-    frame.selectExpr("parse_json(text) AS resource").createOrReplaceTempView(name)
-    return Source(name, "resource")
+    frame = frame.selectExpr("parse_json(text) AS resource", "text AS resource_text")
+    frame.createOrReplaceTempView(name)
+    return Source(name, "resource", text_column="resource_text")
 
 
 def ndjson_spark_view(spark: Any, name: str, path: str) -> Source:
-    """Register a temporary Spark view over NDJSON file(s), one resource per line."""
+    """Register a temporary Spark view over NDJSON file(s), one resource per line.
+
+    Columns as for ``load_spark_view``: ``resource`` (VARIANT) and ``resource_text`` (the line).
+    """
     frame = spark.read.text(path).where("trim(value) <> ''")
-    frame.selectExpr("parse_json(value) AS resource").createOrReplaceTempView(name)
-    return Source(name, "resource")
+    frame = frame.selectExpr("parse_json(value) AS resource", "value AS resource_text")
+    frame.createOrReplaceTempView(name)
+    return Source(name, "resource", text_column="resource_text")
 
 
 def run_spark(spark: Any, view: ViewDefinition | dict[str, Any], source: Source) -> Any:
