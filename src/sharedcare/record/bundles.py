@@ -22,6 +22,7 @@ from sharedcare.fhir.definitions import is_resource_type
 from sharedcare.fhir.references import rewrite_references
 from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.errors import (
+    ConcurrentUpdate,
     InvalidRequest,
     PreconditionFailed,
     RecordError,
@@ -33,6 +34,7 @@ from sharedcare.record.sqlstore import PendingWrite, StoredResource
 
 __all__ = ["process_bundle"]
 
+_ATTEMPTS = 3  # tries of a transaction that loses a race on a resource it changes
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
 
@@ -222,21 +224,31 @@ def _transaction(repo: Repository, entries: list[_Entry]) -> list[dict[str, Any]
     ]
     if len(set(targets)) != len(targets):
         raise InvalidRequest("a transaction may not change the same resource twice")
-    with repo.engine.connect() as connection:
-        current = repo.store.read_many(connection, targets)
-    writes: list[PendingWrite] = []
-    written: list[_Entry] = []
-    for entry in ordered:
+    # Versions are read outside the write lock, so a concurrent writer can get in first; the
+    # store then refuses the stale versions (ConcurrentUpdate) and the steps run again.
+    for attempt in range(1, _ATTEMPTS + 1):
+        with repo.engine.connect() as connection:
+            current = repo.store.read_many(connection, targets)
+        writes: list[PendingWrite] = []
+        written: list[_Entry] = []
+        for entry in ordered:
+            try:
+                _prepare_entry(repo, entry, current, now, writes, written)
+            except RecordError as error:
+                raise EntryError(entry.index, error) from None
+        # 4. Apply everything at once, with one AuditEvent for the transaction.
+        audit = AuditEntry("transaction", "0", description=f"{len(writes)} writes")
+        audit.entities = [f"{w.resource_type}/{w.id}/_history/{w.version_id}" for w in writes]
         try:
-            _prepare_entry(repo, entry, current, now, writes, written)
-        except RecordError as error:
-            raise EntryError(entry.index, error) from None
-    # 4. Apply everything at once, with one AuditEvent for the transaction.
-    audit = AuditEntry("transaction", "0", description=f"{len(writes)} writes")
-    audit.entities = [f"{w.resource_type}/{w.id}/_history/{w.version_id}" for w in writes]
-    with write_connection(repo.engine) as connection:
-        repo.store.apply(connection, writes)
-        write_audit(connection, repo.context, [audit])
+            with write_connection(repo.engine) as connection:
+                repo.store.apply(connection, writes)
+                write_audit(connection, repo.context, [audit])
+        except ConcurrentUpdate:
+            if attempt == _ATTEMPTS:
+                raise
+            now = now_us()
+            continue
+        break
     # 5. Reads, after the writes.
     for entry in ordered:
         if entry.method in {"GET", "HEAD"}:

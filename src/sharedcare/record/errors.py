@@ -106,6 +106,20 @@ class Conflict(RecordError):
     code = "conflict"
 
 
+class ConcurrentUpdate(Conflict):
+    """Another request changed the same resource between this one reading it and writing it.
+
+    Nothing of this request was written; sending it again reads the new version first.
+    """
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or "another request changed the same resource at the same time; nothing was "
+            "written, so send the request again"
+        )
+
+
 class Forbidden(RecordError):
     """The access gate refused the interaction."""
 

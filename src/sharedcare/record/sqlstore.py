@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy import Text as SqlText
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from sharedcare.db.engine import write_connection
@@ -72,6 +73,7 @@ from sharedcare.fhir.search_index import (
     UriValue,
 )
 from sharedcare.record.derived import derived_from
+from sharedcare.record.errors import ConcurrentUpdate
 from sharedcare.record.keys import combination_key, system_key
 from sharedcare.record.search.composite import composite_columns
 
@@ -328,31 +330,60 @@ class SqlStore:
     # -- writes -------------------------------------------------------------------------
 
     def existing(
-        self, connection: Connection, keys: Sequence[tuple[str, str]]
+        self, connection: Connection, keys: Sequence[tuple[str, str]], *, lock: bool = False
     ) -> dict[tuple[str, str], tuple[int, int, bool]]:
-        """(pk, version_id, deleted) for those of ``keys`` that exist."""
+        """(pk, version_id, deleted) for those of ``keys`` that exist.
+
+        With ``lock`` the rows are locked until the transaction ends (``FOR UPDATE`` on
+        PostgreSQL; SQLite's write transaction already holds the whole database).
+        """
         found: dict[tuple[str, str], tuple[int, int, bool]] = {}
         for start in range(0, len(keys), _CHUNK):
-            rows = connection.execute(
-                select(
-                    RESOURCE.c.resource_type,
-                    RESOURCE.c.id,
-                    RESOURCE.c.pk,
-                    RESOURCE.c.version_id,
-                    RESOURCE.c.deleted,
-                ).where(_keys_in(keys[start : start + _CHUNK]))
-            )
+            query = select(
+                RESOURCE.c.resource_type,
+                RESOURCE.c.id,
+                RESOURCE.c.pk,
+                RESOURCE.c.version_id,
+                RESOURCE.c.deleted,
+            ).where(_keys_in(keys[start : start + _CHUNK]))
+            if lock and connection.dialect.name == "postgresql":
+                query = query.with_for_update()
+            rows = connection.execute(query)
             for t, i, pk, version, deleted in rows:
                 found[(t, i)] = (pk, version, deleted)
         return found
 
     def apply(self, connection: Connection, writes: Sequence[PendingWrite]) -> None:
-        """Apply prepared writes in the caller's transaction (see the module docstring)."""
+        """Apply prepared writes in the caller's transaction (see the module docstring).
+
+        Each write names the version it creates, decided when it was prepared, possibly
+        before this transaction began. The versions found now are checked against that, under
+        a lock, so two requests racing on one resource cannot both write the same version.
+
+        Raises:
+            ConcurrentUpdate: Another transaction changed one of the resources since it was
+                read; the caller's transaction must roll back (nothing is half-written).
+        """
         if not writes:
             return
         self.ensure_params()
         keys = [(w.resource_type, w.id) for w in writes]
-        existing = self.existing(connection, keys)
+        existing = self.existing(connection, keys, lock=True)
+        for w in writes:
+            found = existing.get((w.resource_type, w.id))
+            if (found[1] if found else 0) != w.version_id - 1:
+                raise ConcurrentUpdate()
+        try:
+            self._apply_checked(connection, writes, existing)
+        except IntegrityError as error:  # a concurrent create of the same id (PostgreSQL)
+            raise ConcurrentUpdate() from error
+
+    def _apply_checked(
+        self,
+        connection: Connection,
+        writes: Sequence[PendingWrite],
+        existing: dict[tuple[str, str], tuple[int, int, bool]],
+    ) -> None:
         updates = [w for w in writes if (w.resource_type, w.id) in existing]
         creates = [w for w in writes if (w.resource_type, w.id) not in existing]
         pks: dict[tuple[str, str], int] = {}
