@@ -76,3 +76,38 @@ def test_racing_transactions_write_consecutive_versions(database: str) -> None:
     assert history == list(range(1, current))
     assert current == WRITERS * ROUNDS - lost
     assert lost < WRITERS * ROUNDS
+
+
+def test_racing_rest_updates_all_succeed_with_consecutive_versions(database: str) -> None:
+    engine = create_engine(database)
+    store = SqlStore(engine)
+
+    def write(writer: int) -> int:
+        lost = 0
+        for round_ in range(ROUNDS):
+            repo = Repository(store, RequestContext(user=f"writer-{writer}"))
+            body = {
+                "resourceType": "Organization",
+                "id": "rest-practice",
+                "name": f"Practice written by {writer} in round {round_}",
+            }
+            try:
+                repo.update("Organization", "rest-practice", body)
+            except ConcurrentUpdate:
+                lost += 1
+        return lost
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        lost = sum(pool.map(write, range(WRITERS)))
+    with engine.connect() as connection:
+        current = connection.execute(
+            text("SELECT version_id FROM resource WHERE id = 'rest-practice'")
+        ).scalar_one()
+        history = connection.execute(
+            text(
+                "SELECT count(DISTINCT version_id) FROM resource_history WHERE id = 'rest-practice'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert history == current - 1
+    assert current == WRITERS * ROUNDS - lost

@@ -29,6 +29,7 @@ from sharedcare.fhir.validation import has_errors, validate
 from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import (
+    ConcurrentUpdate,
     Conflict,
     Forbidden,
     Gone,
@@ -49,6 +50,8 @@ from sharedcare.record.search.shape import shape
 from sharedcare.record.sqlstore import PendingWrite, SqlStore, StoredResource
 
 __all__ = ["Outcome", "Repository", "SearchPage", "etag_version", "new_id", "same_content"]
+
+_WRITE_ATTEMPTS = 3  # tries of an update or delete that loses a race on its resource
 
 T = TypeVar("T")
 R = Resource.__table__
@@ -477,37 +480,48 @@ class Repository:
                 raise InvalidRequest(
                     "the resource's id must match the id in the URL", expression="id"
                 )
-            with self.engine.connect() as connection:
-                current = self.store.read(connection, resource_type, id)
-            if if_match is not None:
-                wanted = etag_version(if_match)
-                if current is None or current.deleted or current.version_id != wanted:
-                    raise VersionConflict(
-                        f"If-Match names version {wanted} but the current version is "
-                        f"{current.version_id if current else 'none'}; read it again and "
-                        "reapply your change"
-                    )
-            if (
-                current is not None
-                and not current.deleted
-                and same_content(current.json(), resource)
-            ):
-                # No change: keep the current version rather than add an identical one.
-                self._check("update", resource_type, id)
-                entry.version_id = current.version_id
-                with write_connection(self.engine) as connection:
-                    write_audit(connection, self.context, [entry])
-                return Outcome(current, created=False)
-            version = (current.version_id + 1) if current else 1
-            write = self.prepare(
-                resource, id=id, version_id=version, now=now_us(), existed=current is not None
-            )
-            entry.version_id = version
-            entry.patient = _patient_of_json(resource)
-            if current is None or current.deleted:
-                entry.interaction = "create"
-            self._commit([write], [entry])
-            return Outcome(_stored(write), created=current is None or current.deleted)
+            for attempt in range(1, _WRITE_ATTEMPTS + 1):
+                try:
+                    return self._update_once(resource_type, id, resource, if_match, entry)
+                except ConcurrentUpdate:  # another request wrote it since we read it
+                    if attempt == _WRITE_ATTEMPTS:
+                        raise
+            raise AssertionError("unreachable")
+
+    def _update_once(
+        self,
+        resource_type: str,
+        id: str,
+        resource: dict[str, Any],
+        if_match: str | None,
+        entry: AuditEntry,
+    ) -> Outcome:
+        with self.engine.connect() as connection:
+            current = self.store.read(connection, resource_type, id)
+        if if_match is not None:
+            wanted = etag_version(if_match)
+            if current is None or current.deleted or current.version_id != wanted:
+                raise VersionConflict(
+                    f"If-Match names version {wanted} but the current version is "
+                    f"{current.version_id if current else 'none'}; read it again and "
+                    "reapply your change"
+                )
+        if current is not None and not current.deleted and same_content(current.json(), resource):
+            # No change: keep the current version rather than add an identical one.
+            self._check("update", resource_type, id)
+            entry.version_id = current.version_id
+            with write_connection(self.engine) as connection:
+                write_audit(connection, self.context, [entry])
+            return Outcome(current, created=False)
+        version = (current.version_id + 1) if current else 1
+        write = self.prepare(
+            resource, id=id, version_id=version, now=now_us(), existed=current is not None
+        )
+        entry.version_id = version
+        entry.patient = _patient_of_json(resource)
+        entry.interaction = "create" if current is None or current.deleted else "update"
+        self._commit([write], [entry])
+        return Outcome(_stored(write), created=current is None or current.deleted)
 
     def conditional_update(
         self, resource_type: str, criteria: str, resource: dict[str, Any]
@@ -534,18 +548,27 @@ class Repository:
         self._require_type(resource_type)
         entry = AuditEntry("delete", "0", resource_type, id)
         with self._audited(entry):
-            with self.engine.connect() as connection:
-                current = self.store.read(connection, resource_type, id)
-            if current is None or current.deleted:
-                self._check("delete", resource_type, id)
-                with write_connection(self.engine) as connection:
-                    write_audit(connection, self.context, [entry])
-                return current
-            entry.patient = _patient_of(current)
-            write = self.prepare_delete(current, now=now_us())
-            entry.version_id = write.version_id
-            self._commit([write], [entry])
-            return _stored(write)
+            for attempt in range(1, _WRITE_ATTEMPTS + 1):
+                try:
+                    return self._delete_once(resource_type, id, entry)
+                except ConcurrentUpdate:  # another request wrote it since we read it
+                    if attempt == _WRITE_ATTEMPTS:
+                        raise
+            raise AssertionError("unreachable")
+
+    def _delete_once(self, resource_type: str, id: str, entry: AuditEntry) -> StoredResource | None:
+        with self.engine.connect() as connection:
+            current = self.store.read(connection, resource_type, id)
+        if current is None or current.deleted:
+            self._check("delete", resource_type, id)
+            with write_connection(self.engine) as connection:
+                write_audit(connection, self.context, [entry])
+            return current
+        entry.patient = _patient_of(current)
+        write = self.prepare_delete(current, now=now_us())
+        entry.version_id = write.version_id
+        self._commit([write], [entry])
+        return _stored(write)
 
     def conditional_delete(self, resource_type: str, criteria: str) -> int:
         """https://hl7.org/fhir/R4/http.html#cdelete (single match only)."""
