@@ -53,6 +53,7 @@ class _Server:
         self.mllp_port = _free_port() if mllp else 0
         # Kept open for the server's lifetime (its stderr), closed in stop().
         self.log = tempfile.TemporaryFile()  # noqa: SIM115
+        self.output = b""  # the server's log, read back when it stops
         env = {
             **os.environ,
             "SHAREDCARE_LOG_LEVEL": "WARNING",
@@ -88,11 +89,15 @@ class _Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        self.log.seek(0)
-        tail = self.log.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+        tail = self.output.decode("utf-8", "replace").strip().splitlines()[-3:]
         fail("the server did not start: " + (" / ".join(tail) or "no output"))
 
-    def stop(self) -> None:
+    def stop(self) -> Path | None:
+        """Stop the server; keep its log in a file (and return the path) if it logged errors.
+
+        The server's log never holds patient data (see docs/explanation/patient-data-in-logs.md),
+        so it is safe to keep for diagnosing a failed load.
+        """
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -100,7 +105,15 @@ class _Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.log.close()
+        if not self.log.closed:
+            self.log.seek(0)
+            self.output = self.log.read()
+            self.log.close()
+        if b"ERROR" not in self.output and b"Traceback" not in self.output:
+            return None
+        kept = Path(tempfile.gettempdir()) / f"sharedcare-load-synthetic-{self.http_port}.log"
+        kept.write_bytes(self.output)
+        return kept
 
 
 def load_synthetic(
@@ -241,13 +254,14 @@ def load_synthetic(
             done = sl.wait_until_written(engine, on_poll=polled)
             progress.update(writing, total=1, completed=1)
     finally:
-        for each in started_servers:
-            each.stop()
+        logs = [kept for each in started_servers if (kept := each.stop()) is not None]
     elapsed = time.monotonic() - started
     ok = _summary(run, tallies, engine, elapsed) and done
     engine.dispose()
     if not done:
         console.print("[red]some messages were still waiting to be written when it gave up[/]")
+    for kept in logs:
+        console.print(f"[yellow]a server logged errors; its log is kept in {kept}[/]")
     if not ok:
         raise typer.Exit(1)
 
