@@ -15,23 +15,20 @@ usual shape of a feed's bundles) changes nothing.
 from __future__ import annotations
 
 import gzip
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, bindparam, update
+from sqlalchemy import Engine
 
 from sharedcare.db.engine import write_connection
-from sharedcare.db.tables import Feed, Message
 from sharedcare.ingest.stages import Stage
 from sharedcare.ingest.store import FeedRef, FeedRegistry, Incoming, store_messages
-from sharedcare.ingest.writer import Outcome, feed_context
+from sharedcare.ingest.writer import Outcome, feed_context, finish_messages
 from sharedcare.record.bundles import process_bundle
 from sharedcare.record.errors import RecordError
-from sharedcare.record.instants import now_us
 from sharedcare.record.repository import Repository
 from sharedcare.record.sqlstore import SqlStore
 
@@ -46,8 +43,6 @@ __all__ = [
 ]
 
 FHIR_PROTOCOL = "fhir"
-MESSAGE: Any = Message.__table__
-FEED: Any = Feed.__table__
 _SUFFIXES = (".json", ".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz", ".json.gz")
 
 
@@ -147,46 +142,6 @@ def _process_one(store: SqlStore, feed: FeedRef, message_id: int, raw: bytes) ->
     return Outcome(message_id, Stage.WRITTEN.value, written)
 
 
-def _record(engine: Engine, outcomes: Sequence[Outcome], feeds: dict[int, int]) -> None:
-    now = now_us()
-    done = [o for o in outcomes if o.stage != Stage.FAILED.value]
-    failed = [o for o in outcomes if o.stage == Stage.FAILED.value]
-    with write_connection(engine) as connection:
-        if done:
-            connection.execute(
-                update(MESSAGE)
-                .where(MESSAGE.c.id == bindparam("b_id"))
-                .values(
-                    stage=Stage.WRITTEN.value,
-                    resource_count=bindparam("b_count"),
-                    written_at=now,
-                    updated_at=now,
-                    error=None,
-                    error_stage=None,
-                ),
-                [{"b_id": o.message_id, "b_count": o.resources} for o in done],
-            )
-        if failed:
-            connection.execute(
-                update(MESSAGE)
-                .where(MESSAGE.c.id == bindparam("b_id"))
-                .values(
-                    stage=Stage.FAILED.value,
-                    error_stage=Stage.WRITTEN.value,
-                    error=bindparam("b_error"),
-                    updated_at=now,
-                ),
-                [{"b_id": o.message_id, "b_error": o.error or ""} for o in failed],
-            )
-            errors = Counter(feeds[o.message_id] for o in failed)
-            for feed_id, count in sorted(errors.items()):
-                connection.execute(
-                    update(FEED)
-                    .where(FEED.c.id == feed_id)
-                    .values(error_count=FEED.c.error_count + count)
-                )
-
-
 def process_fhir_rows(engine: Engine, store: SqlStore, rows: Sequence[Any]) -> list[Outcome]:
     """Process stored FHIR messages (rows with id, raw, feed id/name/organisation).
 
@@ -196,7 +151,8 @@ def process_fhir_rows(engine: Engine, store: SqlStore, rows: Sequence[Any]) -> l
         _process_one(store, FeedRef(r.feed_id, r.feed_name, r.organisation), r.id, r.raw)
         for r in rows
     ]
-    _record(engine, outcomes, {r.id: r.feed_id for r in rows})
+    with write_connection(engine) as connection:
+        finish_messages(connection, outcomes, {r.id: r.feed_id for r in rows})
     return outcomes
 
 

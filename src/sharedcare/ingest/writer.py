@@ -24,7 +24,7 @@ the batch goes on.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +46,14 @@ from sharedcare.record.instants import now_us
 from sharedcare.record.repository import Repository, same_content
 from sharedcare.record.sqlstore import PendingWrite, SqlStore
 
-__all__ = ["Outcome", "ToWrite", "apply_pending_merges", "feed_context", "write_messages"]
+__all__ = [
+    "Outcome",
+    "ToWrite",
+    "apply_pending_merges",
+    "feed_context",
+    "finish_messages",
+    "write_messages",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +172,16 @@ def _merge_payload(merge: PatientMerge) -> bytes:
     )
 
 
-def _finish(connection: Connection, outcomes: Sequence[Outcome], feeds: dict[int, int]) -> None:
+def finish_messages(
+    connection: Connection, outcomes: Sequence[Outcome], feeds: dict[int, int]
+) -> None:
+    """Record each message's outcome (its stage, or its failure and reason) in ``connection``.
+
+    Args:
+        connection: The caller's write transaction.
+        outcomes: One per message.
+        feeds: Feed id of each message id, for the feeds' error counters.
+    """
     now = now_us()
     done = [o for o in outcomes if o.stage != Stage.FAILED.value]
     failed = [o for o in outcomes if o.stage == Stage.FAILED.value]
@@ -195,15 +211,13 @@ def _finish(connection: Connection, outcomes: Sequence[Outcome], feeds: dict[int
             ),
             [{"b_id": o.message_id, "b_error": (o.error or "")[:2000]} for o in failed],
         )
-        errors: dict[int, int] = defaultdict(int)
-        for outcome in failed:
-            errors[feeds[outcome.message_id]] += 1
-        for feed_id, count in sorted(errors.items()):
-            connection.execute(
-                update(FEED)
-                .where(FEED.c.id == feed_id)
-                .values(error_count=FEED.c.error_count + count)
-            )
+        errors = Counter(feeds[o.message_id] for o in failed)
+        connection.execute(
+            update(FEED)
+            .where(FEED.c.id == bindparam("b_feed"))
+            .values(error_count=FEED.c.error_count + bindparam("b_errors")),
+            [{"b_feed": feed_id, "b_errors": n} for feed_id, n in sorted(errors.items())],
+        )
 
 
 def _merge_status(work: Work, merge: PatientMerge) -> str:
@@ -236,7 +250,7 @@ def _write_once(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) -> li
                     for (message_id, merge), status in zip(plan.merges, statuses, strict=True)
                 ],
             )
-        _finish(connection, plan.outcomes, {i.message_id: i.feed.id for i in items})
+        finish_messages(connection, plan.outcomes, {i.message_id: i.feed.id for i in items})
     return plan.outcomes
 
 
@@ -315,5 +329,5 @@ def _fail_alone(engine: Engine, item: ToWrite, cause: str) -> list[Outcome]:
         ),
     )
     with write_connection(engine) as connection:
-        _finish(connection, [outcome], {item.message_id: item.feed.id})
+        finish_messages(connection, [outcome], {item.message_id: item.feed.id})
     return [outcome]

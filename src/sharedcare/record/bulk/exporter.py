@@ -110,7 +110,7 @@ class _Gate:
 
     def _ask(self, interaction: str, resource_type: str, resource_id: str | None) -> bool:
         try:
-            self.repo._check(interaction, resource_type, resource_id)
+            self.repo.ask_gate(interaction, resource_type, resource_id)
         except Forbidden as refusal:
             what = f"a member Patient ({interaction})" if resource_id else resource_type
             self.issues.append(

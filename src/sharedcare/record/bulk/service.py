@@ -70,7 +70,7 @@ class BulkExports:
 
     def _audited(self, entry: AuditEntry, work: Callable[[], T]) -> T:
         try:
-            self.repo._check(entry.interaction, entry.resource_type, entry.resource_id)
+            self.repo.ask_gate(entry.interaction, entry.resource_type, entry.resource_id)
             result = work()
         except Exception as error:
             self.repo.audit_failure(entry, error)
