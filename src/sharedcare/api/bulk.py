@@ -3,7 +3,8 @@
 Delivery only; the logic is in :mod:`sharedcare.record.bulk`.
 
 * Kick-off: ``GET /fhir/$export``, ``/fhir/Patient/$export``, ``/fhir/Group/{id}/$export``
-  with ``Prefer: respond-async`` → ``202 Accepted`` and ``Content-Location``.
+  with ``Prefer: respond-async`` → ``202 Accepted`` and ``Content-Location``. The same URLs
+  accept ``POST`` with the parameters in a FHIR ``Parameters`` body (Bulk Data 2.0).
 * Status: ``GET /fhir/$export-status/{job}`` → ``202`` with ``X-Progress`` and
   ``Retry-After`` while running; ``200`` with the JSON manifest when done.
 * Cancel: ``DELETE /fhir/$export-status/{job}`` → ``202``; the files are removed.
@@ -26,7 +27,15 @@ from sharedcare.api.fhir import repository
 from sharedcare.api.responses import FhirJsonResponse, OrjsonResponse
 from sharedcare.config import Settings
 from sharedcare.plugins import hookimpl
-from sharedcare.record.bulk import NDJSON, BulkExports, BulkWorker, JobStore, Level, parse_kickoff
+from sharedcare.record.bulk import (
+    NDJSON,
+    BulkExports,
+    BulkWorker,
+    JobStore,
+    Level,
+    kickoff_parameters,
+    parse_kickoff,
+)
 from sharedcare.record.bulk.service import TooManyExports
 from sharedcare.record.errors import InvalidRequest
 from sharedcare.record.instants import to_http_date, to_instant
@@ -45,8 +54,16 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/fhir"
 
 
-def _kick_off(request: Request, level: Level, group_id: str | None = None) -> Response:
-    """https://hl7.org/fhir/uv/bulkdata/export.html#bulk-data-kick-off-request"""
+def _kick_off(
+    request: Request,
+    level: Level,
+    group_id: str | None = None,
+    params: list[tuple[str, str]] | None = None,
+) -> Response:
+    """https://hl7.org/fhir/uv/bulkdata/export.html#bulk-data-kick-off-request
+
+    ``params`` are the kick-off parameters of a POST body; a GET's come from its query.
+    """
     prefer = request.headers.get("prefer", "").replace(" ", "").lower()
     if "respond-async" not in prefer.split(","):
         raise InvalidRequest(
@@ -61,7 +78,7 @@ def _kick_off(request: Request, level: Level, group_id: str | None = None) -> Re
         )
     spec = parse_kickoff(
         level,
-        list(request.query_params.multi_items()),
+        list(request.query_params.multi_items()) if params is None else params,
         group_id=group_id,
         lenient="handling=lenient" in prefer.split(","),
     )
@@ -105,6 +122,36 @@ def export_patients(request: Request) -> Response:
 def export_group(group_id: str, request: Request) -> Response:
     """Group-level export: the compartments of the Group's Patient members."""
     return _kick_off(request, "group", group_id)
+
+
+async def _posted(request: Request, level: Level, group_id: str | None = None) -> Response:
+    """A POST kick-off: parameters come in a ``Parameters`` body, never the query string."""
+    if request.query_params:
+        raise InvalidRequest(
+            "a POST $export takes its parameters in a Parameters body, not the query string; "
+            "move them into the body, or use GET",
+            expression="Parameters",
+        )
+    params = kickoff_parameters(await request.body())
+    return await run_in_threadpool(_kick_off, request, level, group_id, params)
+
+
+@router.post("/$export")
+async def export_system_post(request: Request) -> Response:
+    """System-level export, parameters in a ``Parameters`` body."""
+    return await _posted(request, "system")
+
+
+@router.post("/Patient/$export")
+async def export_patients_post(request: Request) -> Response:
+    """Patient-level export, parameters in a ``Parameters`` body."""
+    return await _posted(request, "patient")
+
+
+@router.post("/Group/{group_id}/$export")
+async def export_group_post(group_id: str, request: Request) -> Response:
+    """Group-level export, parameters in a ``Parameters`` body."""
+    return await _posted(request, "group", group_id)
 
 
 @router.get("/$export-status/{job_id}")

@@ -242,6 +242,64 @@ def test_bad_kick_off_is_a_400_outcome(
     assert "content-location" not in response.headers
 
 
+def _post_kick_off(client: TestClient, url: str, parameters: list[dict[str, Any]]) -> Any:
+    body = {"resourceType": "Parameters", "parameter": parameters}
+    return client.post(url, json=body, headers=ASYNC)
+
+
+def test_post_kick_off_takes_a_parameters_body(bulk: TestClient) -> None:
+    store(bulk, [*_people(2), _group("g1", ["p1"])])
+    response = _post_kick_off(
+        bulk,
+        "/fhir/Group/g1/$export",
+        [
+            {"name": "_type", "valueString": "Patient,Encounter"},
+            {"name": "_outputFormat", "valueString": "application/fhir+ndjson"},
+            {"name": "_since", "valueInstant": "2000-01-01T00:00:00Z"},
+        ],
+    )
+    assert response.status_code == 202, response.text
+    finished = wait(bulk, response.headers["content-location"])
+    assert finished.status_code == 200, finished.text
+    assert ids(download(bulk, finished.json())) == {"Patient": {"p1"}, "Encounter": {"e1"}}
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "expression"),
+    [
+        ("/fhir/$export", b"not json", "Parameters"),
+        ("/fhir/$export", b'{"resourceType": "Patient"}', "Parameters"),
+        ("/fhir/$export?_type=Patient", b"", "Parameters"),
+        (
+            "/fhir/$export",
+            b'{"resourceType": "Parameters", "parameter": [{"valueString": "Patient"}]}',
+            "Parameters.parameter[0]",
+        ),
+        (
+            "/fhir/$export",
+            b'{"resourceType": "Parameters", "parameter": [{"name": "_type"}]}',
+            "Parameters.parameter[0]",
+        ),
+        (
+            "/fhir/Patient/$export",
+            b'{"resourceType": "Parameters", "parameter": '
+            b'[{"name": "patient", "valueReference": {"reference": "Patient/p0"}}]}',
+            "patient",
+        ),
+    ],
+)
+def test_bad_post_kick_off_is_a_400_outcome(
+    bulk: TestClient, url: str, body: bytes, expression: str
+) -> None:
+    response = bulk.post(
+        url, content=body, headers={**ASYNC, "Content-Type": "application/fhir+json"}
+    )
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == [expression]
+    assert "content-location" not in response.headers
+
+
 def test_lenient_handling_ignores_and_reports(bulk: TestClient) -> None:
     store(bulk, _people(1))
     manifest = export(

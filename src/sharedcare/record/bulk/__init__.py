@@ -11,7 +11,13 @@
 
 from sharedcare.record.bulk.exporter import ExportResult, run_export
 from sharedcare.record.bulk.jobs import Job, JobStore
-from sharedcare.record.bulk.params import NDJSON, ExportSpec, Level, parse_kickoff
+from sharedcare.record.bulk.params import (
+    NDJSON,
+    ExportSpec,
+    Level,
+    kickoff_parameters,
+    parse_kickoff,
+)
 from sharedcare.record.bulk.service import BulkExports
 from sharedcare.record.bulk.worker import BulkWorker
 
@@ -24,6 +30,7 @@ __all__ = [
     "Job",
     "JobStore",
     "Level",
+    "kickoff_parameters",
     "parse_kickoff",
     "run_export",
 ]

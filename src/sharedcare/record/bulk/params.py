@@ -3,7 +3,8 @@
 https://hl7.org/fhir/uv/bulkdata/export.html#query-parameters — sharedcare supports
 ``_outputFormat``, ``_since`` and ``_type``. Any other parameter is refused with a 400
 OperationOutcome, unless the client sent ``Prefer: handling=lenient``, in which case it is
-ignored and reported in the manifest's ``error`` file.
+ignored and reported in the manifest's ``error`` file. A POST kick-off carries the same
+parameters in a FHIR ``Parameters`` resource (:func:`kickoff_parameters`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 from sharedcare.fhir.definitions import is_resource_type, patient_compartment
 from sharedcare.record.errors import InvalidRequest
@@ -22,6 +25,7 @@ __all__ = [
     "ExportSpec",
     "Level",
     "compartment_types",
+    "kickoff_parameters",
     "parse_kickoff",
 ]
 
@@ -58,6 +62,56 @@ class ExportSpec:
     since: int | None = None
     output_format: str = NDJSON
     issues: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: ``value[x]`` types a kick-off parameter may carry, read as the text a query would hold.
+_VALUE_KEYS = ("valueString", "valueInstant", "valueDateTime", "valueCode", "valueUri")
+
+
+def kickoff_parameters(body: bytes) -> list[tuple[str, str]]:
+    """The kick-off parameters of a POST ``$export``, in order, as ``(name, value)`` pairs.
+
+    https://hl7.org/fhir/uv/bulkdata/export.html#bulk-data-kick-off-request — a POST
+    kick-off sends a ``Parameters`` resource; each ``parameter`` has a ``name`` and one
+    ``value[x]``. A ``valueReference`` (the ``patient`` parameter) becomes its reference text,
+    which :func:`parse_kickoff` then refuses or ignores like any unsupported parameter.
+
+    Raises:
+        InvalidRequest: If the body is not a ``Parameters`` resource or a parameter has no
+            name or no usable value.
+    """
+    if not body.strip():
+        return []
+    try:
+        parameters = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parameters = None
+    if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
+        raise InvalidRequest(
+            "a POST $export body must be a FHIR Parameters resource in JSON "
+            '({"resourceType": "Parameters", "parameter": [...]}), or empty',
+            expression="Parameters",
+        )
+    entries = parameters.get("parameter", [])
+    if not isinstance(entries, list):
+        raise InvalidRequest("Parameters.parameter must be an array", expression="Parameters")
+    out: list[tuple[str, str]] = []
+    for index, entry in enumerate(entries):
+        where = f"Parameters.parameter[{index}]"
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"{where} has no name", expression=where)
+        value = next((entry[key] for key in _VALUE_KEYS if key in entry), None)
+        reference = entry.get("valueReference")
+        if value is None and isinstance(reference, dict):
+            value = reference.get("reference")
+        if not isinstance(value, str):
+            raise InvalidRequest(
+                f"{where} ({name[:64]}) needs a valueString, valueInstant or valueReference",
+                expression=where,
+            )
+        out.append((name, value))
+    return out
 
 
 def _issue(message: str, expression: str) -> dict[str, Any]:
