@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from sharedcare.identity.compare import Features
 
-__all__ = ["RULES", "BlockingIndex", "BlockingRule", "blocking_keys"]
+__all__ = ["RULES", "BlockingIndex", "BlockingRule", "blocking_keys", "rule_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,8 @@ RULES: tuple[BlockingRule, ...] = (
 )
 
 
-def _rule_key(rule: str, f: Features) -> str | None:
+def rule_key(rule: str, f: Features) -> str | None:
+    """The key of ``f`` under blocking rule ``rule``, or ``None`` when the rule does not apply."""
     if rule == "nhs":
         return f"n:{f.nhs}" if f.nhs else None
     if rule == "dob":
@@ -78,7 +79,7 @@ def blocking_keys(f: Features, rules: Iterable[str] | None = None) -> list[str]:
     names = [r.name for r in RULES] if rules is None else list(rules)
     keys = []
     for name in names:
-        key = _rule_key(name, f)
+        key = rule_key(name, f)
         if key is not None:
             keys.append(key)
     return keys

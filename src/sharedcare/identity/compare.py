@@ -201,11 +201,16 @@ def features(record: PersonRecord) -> Features:
 
 
 def _nhs(a: Features, b: Features) -> int:
-    if not a.nhs or not b.nhs:
+    x, y = a.nhs, b.nhs
+    if not x or not y:
         return 0
-    if a.nhs == b.nhs:
+    if x == y:
         return 1
-    if DamerauLevenshtein.distance(a.nhs, b.nhs, score_cutoff=1) <= 1:
+    if len(x) == len(y) == 10 and x[:4] != y[:4] and x[6:] != y[6:]:
+        # One edit between two 10-digit numbers changes one digit or swaps two neighbours,
+        # so it leaves the first four or the last four digits alone: these differ more.
+        return 3
+    if DamerauLevenshtein.distance(x, y, score_cutoff=1) <= 1:
         return 2
     return 3
 
@@ -216,7 +221,13 @@ def _one_edit(x: str, y: str) -> bool:
     Short names one keystroke apart (``RYO``/``ROY``) score low on Jaro-Winkler; they are
     not evidence of a match, but neither are they a *different* name, which would veto.
     """
-    return min(len(x), len(y)) >= 3 and DamerauLevenshtein.distance(x, y, score_cutoff=1) <= 1
+    lx, ly = len(x), len(y)
+    return (
+        lx >= 3
+        and ly >= 3
+        and -1 <= lx - ly <= 1  # one edit changes the length by one at most
+        and DamerauLevenshtein.distance(x, y, score_cutoff=1) <= 1
+    )
 
 
 def _given(a: Features, b: Features) -> int:
@@ -225,7 +236,7 @@ def _given(a: Features, b: Features) -> int:
         return 0
     if x == y:
         return 1
-    if a.given_groups & b.given_groups or x in b.given_all or y in a.given_all:
+    if not a.given_groups.isdisjoint(b.given_groups) or x in b.given_all or y in a.given_all:
         return 2
     if len(x) == 1 or len(y) == 1:
         return 6 if x[0] == y[0] else 7

@@ -208,8 +208,8 @@ class IdentityService:
                 try:
                     work = Work(self, connection, store, context, version)
                     yield work
-                    work.flush()
-                    trail_seen = rows.last_trail_id(connection)
+                    written = work.flush()
+                    trail_seen = written or rows.last_trail_id(connection)
                 except BaseException:
                     self._matcher = None
                     raise
@@ -658,8 +658,12 @@ class Work:
         replaces = self.service._replaces.get(golden_id, set())
         return "active", None, golden_patient(m.golden(golden_id), sources, replaces)
 
-    def flush(self) -> None:
-        """Write everything this work changed (called by the transaction)."""
+    def flush(self) -> int | None:
+        """Write everything this work changed (called by the transaction).
+
+        Returns:
+            The newest identity trail id written, if any.
+        """
         svc, p, c = self.service, self._pending, self.connection
         rows.upsert(c, rows.LINK, list(p.links.values()), "source_id")
         if p.removed:
@@ -693,8 +697,9 @@ class Work:
             )
         self._write_goldens()
         rows.insert_reviews(c, p.reviews)
-        rows.insert_trail(c, self.context.user, p.trail, self.now)
+        written = rows.insert_trail(c, self.context.user, p.trail, self.now)
         write_audit(c, self.context, p.audits)
+        return written
 
     def _write_goldens(self) -> None:
         svc, p, c = self.service, self._pending, self.connection

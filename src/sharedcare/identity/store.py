@@ -102,27 +102,50 @@ class OpenMerge:
     moved: tuple[str, ...]
 
 
+_BUMP = (
+    update(STATE)
+    .where(STATE.c.id == 1)
+    .values(version=STATE.c.version + 1)
+    .returning(STATE.c.version)
+)
+
+
 def bump_version(connection: Connection) -> int:
     """Increment the index version in this transaction and return the new value.
 
     The update takes the row's lock, so identity writes in several processes queue here.
+    One round trip: the new value comes back from the ``UPDATE … RETURNING``.
     """
-    connection.execute(update(STATE).where(STATE.c.id == 1).values(version=STATE.c.version + 1))
-    return int(connection.scalar(select(STATE.c.version).where(STATE.c.id == 1)) or 0)
+    return int(connection.scalar(_BUMP) or 0)
+
+
+_UPSERTS: dict[tuple[str, str, str, tuple[str, ...]], Any] = {}
+
+
+def _upsert_statement(dialect: str, table: Any, key: str, columns: tuple[str, ...]) -> Any:
+    """The ``INSERT … ON CONFLICT DO UPDATE`` for these columns, built once and reused.
+
+    Building it costs more than running it for one row (a real-time match writes one link
+    row and one golden row per transaction), and a reused statement is also compiled once.
+    """
+    cache_key = (dialect, table.name, key, columns)
+    statement = _UPSERTS.get(cache_key)
+    if statement is None:
+        factory = pg_insert if dialect == "postgresql" else sqlite_insert
+        base = factory(table)
+        statement = _UPSERTS[cache_key] = base.on_conflict_do_update(
+            index_elements=[key], set_={c: base.excluded[c] for c in columns}
+        )
+    return statement
 
 
 def upsert(connection: Connection, table: Any, rows: Sequence[dict[str, Any]], key: str) -> None:
     """Insert ``rows``, replacing the non-key columns of any row whose ``key`` exists."""
     if not rows:
         return
-    dialect = connection.dialect.name
-    factory = pg_insert if dialect == "postgresql" else sqlite_insert
-    columns = [c for c in rows[0] if c != key]
+    columns = tuple(c for c in rows[0] if c != key)
+    statement = _upsert_statement(connection.dialect.name, table, key, columns)
     for start in range(0, len(rows), _CHUNK):
-        statement = factory(table)
-        statement = statement.on_conflict_do_update(
-            index_elements=[key], set_={c: statement.excluded[c] for c in columns}
-        )
         connection.execute(statement, list(rows[start : start + _CHUNK]))
 
 
@@ -239,12 +262,16 @@ def insert_reviews(connection: Connection, rows: Sequence[dict[str, Any]]) -> No
 
 def insert_trail(
     connection: Connection, actor: str, entries: Sequence[TrailEntry], recorded: int
-) -> None:
-    """Append to the identity audit trail."""
+) -> int | None:
+    """Append to the identity audit trail; return the newest id written (``None``: none).
+
+    Identity writers queue on :func:`bump_version` and only they write the trail, so in
+    their transaction the newest id written is also the table's newest.
+    """
     if not entries:
-        return
-    connection.execute(
-        insert(TRAIL),
+        return None
+    result = connection.execute(
+        insert(TRAIL).returning(TRAIL.c.id),
         [
             {
                 "recorded": recorded,
@@ -258,3 +285,4 @@ def insert_trail(
             for e in entries
         ],
     )
+    return max(int(r) for r in result.scalars())

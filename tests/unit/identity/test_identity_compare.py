@@ -131,3 +131,45 @@ def test_nickname_table_is_upper_case_and_small():
     assert len(NICKNAME_GROUPS) < 200
     assert nickname_groups("ALEX") and len(nickname_groups("ALEX")) == 2
     assert nickname_groups("ZZZ") == frozenset()
+
+
+def test_shortcuts_agree_with_the_full_edit_distance():
+    """The NHS number and one-typo shortcuts never change a level (checked against the
+    full Damerau-Levenshtein distance on random near and far pairs)."""
+    import random
+
+    from rapidfuzz.distance import DamerauLevenshtein
+
+    from sharedcare.identity import compare as c
+
+    rng = random.Random(11)
+
+    def nearby(text, alphabet):
+        chars = list(text)
+        for _ in range(rng.randrange(0, 3)):
+            k = rng.randrange(len(chars))
+            op = rng.randrange(4)
+            if op == 0:
+                chars[k] = rng.choice(alphabet)
+            elif op == 1 and k + 1 < len(chars):
+                chars[k], chars[k + 1] = chars[k + 1], chars[k]
+            elif op == 2 and len(chars) > 1:
+                del chars[k]
+            else:
+                chars.insert(k, rng.choice(alphabet))
+        return "".join(chars)
+
+    for _ in range(20000):
+        x = "".join(rng.choice("0123456789") for _ in range(10))
+        y = nearby(x, "0123456789") if rng.random() < 0.7 else "".join(rng.sample(x, 10))
+        a = features(PersonRecord.create("s", "1", nhs_number=None))
+        level = c._nhs(
+            c.Features(**{**{n: getattr(a, n) for n in c.Features.__slots__}, "nhs": x}),
+            c.Features(**{**{n: getattr(a, n) for n in c.Features.__slots__}, "nhs": y}),
+        )
+        distance = DamerauLevenshtein.distance(x, y)
+        assert level == (1 if x == y else 2 if distance <= 1 else 3)
+        word = "".join(rng.choice("ABCDE") for _ in range(rng.randrange(1, 8)))
+        other = nearby(word, "ABCDE")
+        expected = min(len(word), len(other)) >= 3 and DamerauLevenshtein.distance(word, other) <= 1
+        assert c._one_edit(word, other) is expected

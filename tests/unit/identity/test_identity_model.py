@@ -164,3 +164,19 @@ def test_em_recovers_m_from_a_known_mixture():
     assert m["family_name"][exact_f] == pytest.approx(0.9, abs=0.02)
     assert prior == pytest.approx(0.2, abs=0.02)
     assert runs >= 2
+
+
+def test_band_of_agrees_with_score_on_every_vector():
+    import itertools
+    import random
+
+    model = MatchModel.default()
+    rng = random.Random(7)
+    vectors = list(itertools.product(*(range(len(LEVELS[name])) for name in COMPARISONS)))
+    bands = Counter()
+    for vector in rng.sample(vectors, 4000):
+        for tf in (None, [None, None], [rng.random() * 0.02, rng.random() * 0.02]):
+            expected = model.score(vector, tf).band
+            assert model.band_of(vector, tf) is expected
+            bands[expected] += 1
+    assert len(bands) == 3  # all three bands were reached
