@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,33 @@ def test_every_message_is_stored_exactly_once_across_a_sigkill(
     assert traffic.resends_after_failure > 0, "the kill interrupted no message in flight"
     assert traffic.non_aa == []
     assert exactly_once_problems(engine, MESSAGES) == []
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_the_writer_process_stops_when_its_listener_is_killed(
+    engine: Engine, database: str, tmp_path: Path
+) -> None:
+    """No orphan keeps writing after a SIGKILL: the restarted listener's writer takes over."""
+    listener = Listener(database, log=tmp_path / "listener.log")
+    listener.start()
+    assert listener.process is not None
+    children = _children(listener.process.pid)
+    assert children, "the listener started no writer process"
+    listener.kill()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert [pid for pid in children if _alive(pid)] == []
+
+
+def _children(pid: int) -> list[int]:
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in found]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -4,8 +4,11 @@ AE with the error queue, replay after a fix, recovery, A40 merges and feed healt
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import hl7
 import hl7.mllp
@@ -25,6 +28,8 @@ from sharedcare.ingest.hl7v2.mllp import MllpServer
 from sharedcare.ingest.sink import DatabaseSink
 from sharedcare.ingest.stages import Stage
 from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
+from sharedcare.ingest.writer import Outcome, ToWrite, write_messages
+from sharedcare.record.sqlstore import SqlStore
 from sharedcare.status import PlatformStatus
 
 TIMEOUT = 30.0
@@ -52,9 +57,13 @@ NO_PID3 = "\r".join(
 )
 
 
-def run(engine: Engine, body: Callable[[MllpServer, DatabaseSink], Awaitable[None]]) -> None:
+def run(
+    engine: Engine,
+    body: Callable[[MllpServer, DatabaseSink], Awaitable[None]],
+    writer: Literal["thread", "process"] = "thread",
+) -> None:
     async def main() -> None:
-        async with DatabaseSink(engine) as sink:
+        async with DatabaseSink(engine, writer=writer) as sink:
             server = MllpServer(sink)
             await server.start("127.0.0.1", 0)
             try:
@@ -283,3 +292,108 @@ def test_lag_counts_the_oldest_message_not_yet_written(engine: Engine) -> None:
         [feed] = health.feed_statuses(connection)
     assert feed.waiting == 1
     assert 89 < feed.lag_seconds < 200
+
+
+def test_the_writer_process_writes_what_the_listener_stored_and_acknowledged(
+    engine: Engine,
+) -> None:
+    """``sharedcare mllp`` and ``serve`` write to the record from a second process."""
+    left = Incoming("hl7v2", "PAS", "RBD", "OLD1", "ADT^A01", adt("OLD1").encode(), Stage.MAPPED)
+    store_messages(engine, [left], FeedRegistry())  # left unwritten by an earlier run
+    seen_at_ack: list[Any] = []
+
+    async def body(server: MllpServer, sink: DatabaseSink) -> None:
+        replies = await send(server, adt("M1"), adt("M2", patient="H200"), adt("M1"), NO_PID3)
+        seen_at_ack.extend(await asyncio.to_thread(rows, engine))
+        assert [msa(r)[:2] for r in replies] == [
+            ("AA", "M1"),
+            ("AA", "M2"),
+            ("AA", "M1"),
+            ("AE", "BAD1"),
+        ]
+        await sink.drain()
+        assert (sink.counters.written, sink.counters.recovered, sink.counters.duplicates) == (
+            3,
+            1,
+            1,
+        )
+
+    run(engine, body, writer="process")
+    assert {r.control_id for r in seen_at_ack} == {"OLD1", "M1", "M2", "BAD1"}  # stored at ACK
+    by_id = {r.control_id: r for r in rows(engine)}
+    assert {c: r.stage for c, r in by_id.items()} == {
+        "OLD1": Stage.WRITTEN.value,
+        "M1": Stage.WRITTEN.value,
+        "M2": Stage.WRITTEN.value,
+        "BAD1": Stage.FAILED.value,
+    }
+    assert [by_id[c].resource_count for c in ("OLD1", "M1", "M2")] == [3, 3, 3]
+    with engine.connect() as connection:
+        encounters = connection.scalar(
+            text("SELECT count(*) FROM resource WHERE resource_type = 'Encounter'")
+        )
+        versions = connection.scalar(
+            text("SELECT max(version_id) FROM resource WHERE resource_type = 'Encounter'")
+        )
+    assert (encounters, versions) == (3, 1)
+
+
+def test_two_writers_given_the_same_messages_write_them_once(engine: Engine) -> None:
+    """An orphaned writer process and its successor's recovery can race on a message."""
+    items = [
+        Incoming("hl7v2", "PAS", "RBD", f"W{i}", "ADT^A01", adt(f"W{i}").encode(), Stage.MAPPED)
+        for i in range(20)
+    ]
+    stored = store_messages(engine, items, FeedRegistry())
+    to_write = [
+        ToWrite(done.message_id, done.feed, map_message(item.raw))
+        for done, item in zip(stored, items, strict=True)
+    ]
+    store = SqlStore(engine)
+    results: list[list[Outcome]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(write_messages(engine, store, to_write)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first, second = sorted(results, key=lambda outcomes: sum(o.skipped for o in outcomes))
+    assert [o.skipped for o in first] == [False] * 20
+    assert [o.skipped for o in second] == [True] * 20
+    assert {o.stage for o in second} == {Stage.WRITTEN.value}
+    assert {r.stage for r in rows(engine)} == {Stage.WRITTEN.value}
+    with engine.connect() as connection:
+        versions = dict(
+            connection.execute(
+                text("SELECT resource_type, max(version_id) FROM resource GROUP BY resource_type")
+            ).all()
+        )
+        audits = connection.scalar(
+            text("SELECT count(*) FROM audit_event WHERE interaction = 'transaction'")
+        )
+    assert versions["Encounter"] == 1
+    assert versions["Location"] == 1
+    assert audits == 20  # one per message written, none for the skipped copies
+
+
+def test_a_writer_process_that_dies_is_replaced_and_nothing_is_lost(engine: Engine) -> None:
+    async def body(server: MllpServer, sink: DatabaseSink) -> None:
+        writer = sink._process
+        assert writer is not None and writer._process is not None
+        first = await send(server, *(adt(f"K{i}", patient=f"H{i}") for i in range(5)))
+        os.kill(writer._process.pid, signal.SIGKILL)
+        second = await send(server, *(adt(f"L{i}", patient=f"H{i}") for i in range(5)))
+        assert {msa(r)[0] for r in first + second} == {"AA"}
+        await sink.drain()
+        assert writer.restarts == 1
+
+    run(engine, body, writer="process")
+    assert {r.stage for r in rows(engine)} == {Stage.WRITTEN.value}
+    assert len(rows(engine)) == 10
+    with engine.connect() as connection:
+        encounters = connection.scalar(
+            text("SELECT count(*) FROM resource WHERE resource_type = 'Encounter'")
+        )
+    assert encounters == 10

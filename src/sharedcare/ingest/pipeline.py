@@ -29,7 +29,15 @@ from sharedcare.ingest.writer import ToWrite, write_messages
 from sharedcare.record.instants import now_us
 from sharedcare.record.sqlstore import SqlStore
 
-__all__ = ["MapResult", "ReplayReport", "map_raw", "process_rows", "recover", "replay"]
+__all__ = [
+    "MapResult",
+    "ReplayReport",
+    "map_raw",
+    "process_ids",
+    "process_rows",
+    "recover",
+    "replay",
+]
 
 MESSAGE: Any = Message.__table__
 FEED: Any = Feed.__table__
@@ -226,3 +234,19 @@ def recover(engine: Engine, *, before: int | None = None) -> ReplayReport:
     if before is not None:
         query = query.where(MESSAGE.c.id < before)
     return _run(engine, query, count_attempt=False)
+
+
+def process_ids(engine: Engine, store: SqlStore, ids: Sequence[int]) -> ReplayReport:
+    """Map and write the given stored messages, those of them still waiting.
+
+    The ingest writer process is handed the ids of messages the listener has just stored;
+    an id already written or failed (by another writer) is left alone.
+    """
+    rows: list[Any] = []
+    with engine.connect() as connection:
+        for start in range(0, len(ids), CHUNK):
+            chunk = list(ids[start : start + CHUNK])
+            rows.extend(connection.execute(_select(WAITING).where(MESSAGE.c.id.in_(chunk))).all())
+    report = process_rows(engine, store, rows)
+    report.tried = len(ids)
+    return report

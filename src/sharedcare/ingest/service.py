@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
 from collections.abc import Callable
+from typing import Literal
 
 from sqlalchemy import Engine
 
@@ -38,7 +40,9 @@ async def serve_mllp(
     """Listen for HL7 v2 over MLLP until ``stop`` is set, storing into ``engine``.
 
     On stop, new connections are refused, messages in flight are finished (stored,
-    acknowledged and written), and then the listener returns.
+    acknowledged and written), and then the listener returns. Messages are written to the
+    record by a writer process beside this one (:mod:`sharedcare.ingest.writer_process`),
+    except on an in-memory SQLite database, which only this process can see.
 
     Args:
         engine: The migrated sharedcare database.
@@ -49,7 +53,13 @@ async def serve_mllp(
         identity: Our MSH-3/MSH-4 for ACKs to messages that name no receiver.
     """
     stop = stop or asyncio.Event()
-    async with DatabaseSink(engine) as sink:
+    in_memory = engine.url.get_backend_name() == "sqlite" and engine.url.database in (
+        None,
+        "",
+        ":memory:",
+    )
+    writer: Literal["thread", "process"] = "thread" if in_memory else "process"
+    async with DatabaseSink(engine, writer=writer) as sink:
         server = MllpServer(sink, identity=identity)
         await server.start(host, port)
         logger.info("MLLP listener on %s:%d", host, server.port)
@@ -69,6 +79,12 @@ def run_mllp(
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Run :func:`serve_mllp` in a new event loop until SIGINT or SIGTERM."""
+
+    # This process is the listener's own: young collections less often (it allocates a
+    # few thousand short-lived objects per message), as in the writer process.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -9,10 +9,13 @@ For each message the listener hands over, :meth:`DatabaseSink.accept`:
 3. returns the decision only after that commit, so no AA is ever sent for a message that
    is not durably stored.
 
-Accepted messages are then written to the record in batches by a background task
-(:func:`~sharedcare.ingest.writer.write_messages`), each batch in one transaction with its
-stage change. Anything stored but not written when the process stops is finished by
-:func:`~sharedcare.ingest.pipeline.recover` when it starts again.
+Accepted messages are then written to the record in batches, each batch in one
+transaction with its stage change (:func:`~sharedcare.ingest.writer.write_messages`):
+by a background task in this process (``writer="thread"``), or by a writer process
+beside it (``writer="process"``, what ``sharedcare mllp`` and ``serve`` use, see
+:mod:`sharedcare.ingest.writer_process`), which is handed each stored message's id and
+mapped resources. Anything stored but not written when the process
+stops is finished by :func:`~sharedcare.ingest.pipeline.recover` when it starts again.
 
 Database work runs in worker threads so the event loop keeps serving connections.
 """
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 from sqlalchemy import Engine, func, select
 
@@ -30,16 +34,19 @@ from sharedcare.db.tables import Message
 from sharedcare.ingest.hl7v2.ack import AckDecision
 from sharedcare.ingest.hl7v2.errors import ErrorCode, Hl7ParseError, Issue, MappingError, Severity
 from sharedcare.ingest.hl7v2.mapping import MappedMessage, map_message
-from sharedcare.ingest.hl7v2.parse import MessageHeader
+from sharedcare.ingest.hl7v2.parse import MessageHeader, ParsedMessage
 from sharedcare.ingest.pipeline import recover
 from sharedcare.ingest.stages import Stage
 from sharedcare.ingest.store import FeedRegistry, Incoming, Stored, store_messages
 from sharedcare.ingest.writer import ToWrite, write_messages
+from sharedcare.ingest.writer_process import WriterProcess
 from sharedcare.record.sqlstore import SqlStore
 
 __all__ = ["DatabaseSink", "SinkCounters"]
 
 logger = logging.getLogger(__name__)
+
+_WRITER_START_TIMEOUT = 120.0
 
 
 @dataclass(slots=True)
@@ -71,6 +78,9 @@ class DatabaseSink:
         write_batch_size: Most messages written to the record in one transaction.
         queue_limit: Accepted messages waiting to be written before ACKs are held back.
         recover_on_start: Finish messages left unwritten by a previous run.
+        writer: ``thread`` writes to the record in this process; ``process`` in a writer
+            process of its own (a second core; needs a database other processes can open,
+            not SQLite ``:memory:``).
 
     Use it as ``async with DatabaseSink(engine) as sink: ...``, or call :meth:`start` and
     :meth:`close`.
@@ -84,6 +94,7 @@ class DatabaseSink:
         write_batch_size: int = 500,
         queue_limit: int = 5000,
         recover_on_start: bool = True,
+        writer: Literal["thread", "process"] = "thread",
     ) -> None:
         self.engine = engine
         self.counters = SinkCounters()
@@ -96,16 +107,37 @@ class DatabaseSink:
         self._to_write: asyncio.Queue[ToWrite] = asyncio.Queue(maxsize=queue_limit)
         self._tasks: list[asyncio.Task[None]] = []
         self._recovery_done = asyncio.Event()
+        self._queue_limit = queue_limit
+        self._writer_mode = writer
+        self._process: WriterProcess | None = None
 
     async def start(self) -> None:
         """Start the group-commit and record-writer tasks (and recovery)."""
-        await asyncio.to_thread(self._store.ensure_params)
         horizon = await asyncio.to_thread(self._last_id)
         loop = asyncio.get_running_loop()
+        if self._writer_mode == "process":
+            self._process = WriterProcess(
+                self.engine,
+                batch_size=self._write_batch_size,
+                recover_before=horizon + 1 if self._recover else None,
+                on_report=self._count_written,
+            )
+            self._process.start()
+            self._tasks = [loop.create_task(self._store_loop())]
+            # Accept only once the writer is up (it imports and loads for a second or two).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._process.ready.wait(), _WRITER_START_TIMEOUT)
+            return
+        await asyncio.to_thread(self._store.ensure_params)
         self._tasks = [
             loop.create_task(self._store_loop()),
             loop.create_task(self._write_loop(horizon)),
         ]
+
+    def _count_written(self, written: int, failed: int, recovered: int) -> None:
+        self.counters.written += written
+        self.counters.failed += failed
+        self.counters.recovered += recovered
 
     def _last_id(self) -> int:
         with self.engine.connect() as connection:
@@ -120,10 +152,16 @@ class DatabaseSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._process is not None:
+            await self._process.close()
+            self._process = None
 
     async def drain(self) -> None:
         """Wait until every accepted message has been stored and written (or failed)."""
         await self._incoming.join()
+        if self._process is not None:
+            await self._process.idle()
+            return
         await self._to_write.join()
         if self._recover:
             await self._recovery_done.wait()
@@ -139,12 +177,21 @@ class DatabaseSink:
 
     async def accept(self, raw: bytes, header: MessageHeader) -> AckDecision:
         """Map, store (group commit), then say how to acknowledge; see the module docstring."""
+        return await self._accept(raw, header, raw)
+
+    async def accept_parsed(self, raw: bytes, parsed: ParsedMessage) -> AckDecision:
+        """:meth:`accept` for a message the listener has parsed already (not parsed again)."""
+        return await self._accept(raw, parsed.header, parsed)
+
+    async def _accept(
+        self, raw: bytes, header: MessageHeader, source: bytes | ParsedMessage
+    ) -> AckDecision:
         if not self._tasks:
             raise RuntimeError("DatabaseSink.start() has not been called")
         mapped: MappedMessage | None = None
         issue: Issue | None = None
         try:
-            mapped = map_message(raw)
+            mapped = map_message(source)
         except (MappingError, Hl7ParseError) as error:
             issue = error.issue
         if issue is None:
@@ -181,7 +228,11 @@ class DatabaseSink:
             return AckDecision.error(
                 issue or Issue("the message could not be mapped", ErrorCode.INTERNAL_ERROR)
             )
-        await self._to_write.put(ToWrite(stored.message_id, stored.feed, mapped))
+        if self._process is not None:
+            # Handed to the writer process by the store loop; hold the ACK while it lags.
+            await self._process.wait_below(self._queue_limit)
+        else:
+            await self._to_write.put(ToWrite(stored.message_id, stored.feed, mapped))
         return AckDecision.accept([i for i in mapped.issues if i.severity is not Severity.ERROR])
 
     # -- background tasks ------------------------------------------------------------------
@@ -201,6 +252,14 @@ class DatabaseSink:
                     if not pending.done.done():
                         pending.done.set_exception(error)
             else:
+                if self._process is not None:
+                    self._process.submit(
+                        [
+                            ToWrite(result.message_id, result.feed, pending.mapped)
+                            for pending, result in zip(batch, results, strict=True)
+                            if not result.duplicate and pending.mapped is not None
+                        ]
+                    )
                 for pending, result in zip(batch, results, strict=True):
                     if not pending.done.done():
                         pending.done.set_result(result)

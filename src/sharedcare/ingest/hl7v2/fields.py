@@ -118,6 +118,8 @@ class Composite:
         if sub < 1 or sub > len(subs):
             return ""
         text = subs[sub - 1]
+        if not text:
+            return text
         if self._esc and self._esc in text:
             text = unescape(text, self._esc, self._separators)
         if not text.isascii():
@@ -141,6 +143,10 @@ class Composite:
                 if sub and not sub.isspace():
                     return False
         return True
+
+
+_EMPTY = Composite([])
+"""The value of an empty field (read-only, so one is shared)."""
 
 
 class SegmentView:
@@ -219,8 +225,10 @@ class SegmentView:
 
     def rep(self, n: int) -> Composite:
         """Return the first non-empty repetition of field ``n`` (empty if none)."""
-        reps = self.reps(n)
-        return reps[0] if reps else Composite([], self._delims.escape, self._escapes)
+        reps = self._reps.get(n)
+        if reps is None:
+            reps = self.reps(n)
+        return reps[0] if reps else _EMPTY
 
     def v(self, n: int, comp: int = 1, sub: int = 1) -> str:
         """Return field ``n`` component ``comp`` of the first repetition, unescaped."""

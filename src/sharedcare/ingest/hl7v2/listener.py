@@ -52,6 +52,10 @@ class MessageSink(Protocol):
     return AA with ``duplicate=True`` without storing again. It may raise
     :class:`~sharedcare.ingest.hl7v2.errors.MappingError` (answered with AE); any other
     exception is answered with AR and logged without message content.
+
+    A sink may also offer ``async accept_parsed(raw, parsed)``, taking the
+    :class:`~sharedcare.ingest.hl7v2.parse.ParsedMessage` the listener already made; the
+    listener then calls it instead of ``accept``, with the same contract.
     """
 
     async def accept(self, raw: bytes, header: MessageHeader) -> AckDecision:
@@ -112,7 +116,11 @@ async def _one(
         decision = AckDecision.reject(problem)
     else:
         try:
-            returned = await sink.accept(raw, header)
+            accept_parsed = getattr(sink, "accept_parsed", None)
+            if accept_parsed is not None:  # saves parsing the message a second time
+                returned = await accept_parsed(raw, parsed)
+            else:
+                returned = await sink.accept(raw, header)
             if not isinstance(returned, AckDecision):
                 raise TypeError("MessageSink.accept must return an AckDecision")
             decision = returned
