@@ -7,6 +7,10 @@ come from the product's own extraction (``extract_index``) and row format
 (``sqlstore._index_row``); rows are loaded with ``COPY`` so a million resources load in
 minutes rather than the hours one HTTP request each would take.
 
+``BENCH_SEARCH_KEEP=dir`` keeps the built cluster in ``dir`` (stopped at the end) and later
+runs with the same directory and size start it again instead of rebuilding; delete the
+directory to rebuild. ``BENCH_SEARCH_REQUESTS`` and ``BENCH_SEARCH_CLIENTS`` size the mix.
+
 Figures printed:
 
 * **Build**: resources/s and index rows per resource.
@@ -16,6 +20,9 @@ Figures printed:
   token (identifier), token + reference, string, date, reference, chained, ``_include``,
   ``_revinclude``, a broad token search and deep keyset paging. Requests/s and p50/p99
   latency overall and per kind. Target ≥ 1,000 req/s on 2 cores.
+* **CPU per request** of the API server and PostgreSQL (from ``/proc``, not counting the
+  load generator), for the mix and for reads by id: unlike req/s this barely moves when
+  other work shares the machine, so it is the figure to compare between runs.
 * **Totals at scale**: serial latency of ``_total=accurate``, ``_total=estimate`` and
   ``_summary=count`` for searches matching ~10% to 100% of a type.
 
@@ -26,8 +33,10 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,11 +48,15 @@ from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
 from sharedcare.fhir.search_index import extract_index
 from sharedcare.record.sqlstore import INDEX_TABLES, SqlStore, _index_row
-from tests.support.postgres import start_cluster
+from tests.support.postgres import Cluster, _bindir, _free_port, start_cluster
 
 RESOURCES = int(os.environ.get("BENCH_SEARCH_RESOURCES", "1000000"))
 REQUESTS = int(os.environ.get("BENCH_SEARCH_REQUESTS", "6000"))
 CONCURRENCY = int(os.environ.get("BENCH_SEARCH_CLIENTS", "16"))
+# A directory to keep the built cluster in: the first run builds into it and stops the
+# server (leaving the files); later runs with the same directory and size start it again
+# and skip the build. Delete the directory to rebuild.
+KEEP = os.environ.get("BENCH_SEARCH_KEEP")
 PER_PATIENT = 10
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 LOINC = "http://loinc.org"
@@ -289,13 +302,68 @@ def _plan(base: str, patients: int) -> list[tuple[str, str, str]]:
     return plan
 
 
-def _mix(base: str, patients: int) -> None:
+def _descendants(root: int) -> list[int]:
+    """``root`` and every process below it (from ``/proc``)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children[int(fields[1])].append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def _cpu_seconds(roots: list[int]) -> float:
+    """CPU time used so far by the process trees under ``roots``, including children that
+    have exited (their time is in their parent's ``cutime``)."""
+    ticks = 0
+    for root in roots:
+        for pid in _descendants(root):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _server_roots(base: str, cluster: Cluster) -> list[int]:
+    """The PostgreSQL postmaster, then the API server (found by its port)."""
+    port = base.rsplit(":", 1)[1]
+    roots = [int((cluster.root / "data" / "postmaster.pid").read_text().split()[0])]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in argv and port.encode() in argv:
+                roots.append(int(entry.name))
+    return roots
+
+
+def _cpu_ms(roots: list[int], before: list[float], requests: int) -> list[float]:
+    """CPU ms per request of each tree under ``roots`` since ``before``."""
+    now = [_cpu_seconds([root]) for root in roots]
+    return [(n - b) * 1000 / requests for n, b in zip(now, before, strict=True)]
+
+
+def _mix(base: str, patients: int, roots: list[int]) -> None:
     plan = _plan(base, patients)
     # Warm up caches and connection pools.
     load(base, lambda i: (plan[i][1], plan[i][2], {}), total=min(400, len(plan)), concurrency=8)
+    cpu = [_cpu_seconds([root]) for root in roots]
     rate, latencies, errors = load(
         base, lambda i: (plan[i][1], plan[i][2], {}), total=len(plan), concurrency=CONCURRENCY
     )
+    search_cpu = _cpu_ms(roots, cpu, len(plan))
     print(
         f"  search mix: {rate:,.0f} req/s with {CONCURRENCY} clients; "
         f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms; "
@@ -304,12 +372,22 @@ def _mix(base: str, patients: int) -> None:
     # The platform floor: plain reads pay the same HTTP, access-check and audit costs.
     rng = random.Random(3)
     reads = [f"/fhir/Patient/p{rng.randrange(patients)}" for _ in range(len(plan))]
+    cpu = [_cpu_seconds([root]) for root in roots]
     read_rate, read_latencies, _ = load(
         base, lambda i: ("GET", reads[i], {}), total=len(reads), concurrency=CONCURRENCY
     )
+    read_cpu = _cpu_ms(roots, cpu, len(reads))
     print(
         f"  baseline, reads by id: {read_rate:,.0f} req/s, p99 "
         f"{percentile(read_latencies, 99):.1f} ms (search mix is {rate / read_rate:.0%} of it)"
+    )
+    # CPU per request of the server and PostgreSQL (not the load generator): unlike req/s,
+    # this hardly moves when other work shares the machine.
+    search_ms, read_ms = sum(search_cpu), sum(read_cpu)
+    print(
+        f"  CPU per request (API server + PostgreSQL): search mix {search_ms:.2f} ms "
+        f"({sum(search_cpu[1:]):.2f} + {search_cpu[0]:.2f}), reads by id {read_ms:.2f} ms "
+        f"({sum(read_cpu[1:]):.2f} + {read_cpu[0]:.2f}); ratio {search_ms / read_ms:.2f}"
     )
     # Per kind, serially, so each latency is the request's own cost.
     with httpx.Client(base_url=base, timeout=60) as client:
@@ -353,30 +431,65 @@ def _totals(base: str) -> None:
             print(f"  {label:34s} " + "; ".join(figures))
 
 
+def _kept_cluster(directory: str) -> tuple[Cluster, bool]:
+    """The cluster kept in ``directory`` (started), and whether it already holds the store."""
+    root = Path(directory).resolve()
+    if not (root / "data").exists():
+        fresh = start_cluster()
+        fresh._run("pg_ctl", "-D", str(fresh.root / "data"), "-m", "fast", "stop")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mv", str(fresh.root), str(root)], check=True)
+    run_as = "postgres" if os.geteuid() == 0 else None
+    cluster = Cluster(root=root, port=_free_port(), bindir=_bindir(), run_as=run_as)
+    options = (
+        f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+        "-c shared_buffers=128MB"
+    )
+    cluster._run(
+        "pg_ctl", "-D", f"{root}/data", "-o", options, "-l", f"{root}/log", "-w", "start"
+    )  # fmt: skip
+    return cluster, (root / f"built-{RESOURCES}").exists()
+
+
 def main() -> None:
     patients = max(1, RESOURCES // PER_PATIENT)
-    cluster = start_cluster()
+    if KEEP:
+        cluster, built = _kept_cluster(KEEP)
+    else:
+        cluster, built = start_cluster(), False
     try:
         url = cluster.url
         engine = create_engine(url)
         upgrade(engine)
         store = SqlStore(engine)
-        print(f"PostgreSQL 15: building {patients * PER_PATIENT + 220:,} resources ...", flush=True)
-        started = time.perf_counter()
-        count, index_rows = build(url, store, patients)
-        elapsed = time.perf_counter() - started
+        if built:
+            print(f"PostgreSQL 15: reusing the store kept in {KEEP}", flush=True)
+        else:
+            print(
+                f"PostgreSQL 15: building {patients * PER_PATIENT + 220:,} resources ...",
+                flush=True,
+            )
+            started = time.perf_counter()
+            count, index_rows = build(url, store, patients)
+            elapsed = time.perf_counter() - started
+            print(
+                f"  build: {count:,} resources, {index_rows:,} index rows "
+                f"({index_rows / count:.1f} per resource) in {elapsed:.0f} s "
+                f"({count / elapsed:,.0f} resources/s, COPY)"
+            )
+            if KEEP:
+                (Path(KEEP).resolve() / f"built-{RESOURCES}").touch()
         engine.dispose()
-        print(
-            f"  build: {count:,} resources, {index_rows:,} index rows "
-            f"({index_rows / count:.1f} per resource) in {elapsed:.0f} s "
-            f"({count / elapsed:,.0f} resources/s, COPY)"
-        )
         with served(url, workers=2) as base:
-            _mix(base, patients)
+            _mix(base, patients, _server_roots(base, cluster))
             print("  totals (serial, best of 3):")
             _totals(base)
     finally:
-        cluster.stop()
+        if KEEP:
+            cluster._run("pg_ctl", "-D", str(cluster.root / "data"), "-m", "fast", "stop")
+        else:
+            cluster.stop()
 
 
 if __name__ == "__main__":

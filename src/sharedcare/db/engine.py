@@ -111,7 +111,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engin
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    return sa_create_engine(
+    engine = sa_create_engine(
         parsed,
         echo=echo,
         hide_parameters=True,
@@ -123,6 +123,20 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engin
         pool_pre_ping=False,
         pool_recycle=1800,
     )
+    event.listen(engine, "connect", _postgresql_on_connect)
+    return engine
+
+
+def _postgresql_on_connect(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
+    # psycopg prepares a statement once it has run five times on a connection, and after
+    # five more PostgreSQL may switch it to a generic plan, made without the parameter
+    # values. A search's best plan depends on them: one generic plan for "token matches"
+    # served an identifier lookup (one row) and then a code matching 100,000 rows, which
+    # took seconds instead of a millisecond (benchmarks/bench_search.py at 1M resources).
+    # Custom plans cost a fraction of a millisecond of planning; prepared statements still
+    # save the parsing.
+    dbapi_connection.execute("SET plan_cache_mode = force_custom_plan")
+    dbapi_connection.commit()
 
 
 def dialect_name(engine: Engine) -> str:

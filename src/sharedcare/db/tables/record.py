@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -80,6 +81,13 @@ class Resource(Base):
     __table_args__ = (
         UniqueConstraint("resource_type", "id"),
         Index("ix_resource_type_updated", "resource_type", "last_updated"),
+        # Only deleted rows (few): counting a whole type is then two index-only counts.
+        Index(
+            "ix_resource_deleted_type",
+            "resource_type",
+            postgresql_where=text("deleted"),
+            sqlite_where=text("deleted = 1"),
+        ),
     )
 
     pk: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, func, intersect, select
+from sqlalchemy import Select, and_, distinct, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from sharedcare.record.search.clauses import RESOURCE, Compiler, ParamId
@@ -54,11 +54,13 @@ class CompiledSearch:
         keys: The order, ending with ``pk``.
         index_scans: When every condition is an index semi-join, their ``SELECT res``
             queries: counting intersects them without reading ``resource``.
+        whole_type: The resource type, when the search has no condition beyond it.
     """
 
     where: ColumnElement[bool]
     keys: list[SortKey]
     index_scans: list[Select[Any]] | None
+    whole_type: str | None = None
 
     def page(
         self,
@@ -79,11 +81,29 @@ class CompiledSearch:
         return query.order_by(*order_by(self.keys, reverse=before)).limit(limit).offset(offset)
 
     def count(self) -> Select[Any]:
-        """``SELECT count(*)`` of the matches."""
+        """``SELECT count`` of the matches.
+
+        When every condition is an index scan, the first scan's distinct keys are counted
+        among the others' (semi-joins, so the planner starts from the most selective scan
+        and never reads ``resource``). ``count(DISTINCT res)`` rather than ``count(*)`` of a
+        ``DISTINCT`` subquery or an ``INTERSECT``: PostgreSQL counted the 600,000
+        Observations of one category in 190 ms that way against 480-840 ms by hashing, and
+        a selective scan AND a broad one in under a millisecond against 45 ms
+        (``benchmarks/bench_search.py`` at 1M resources).
+        """
         scans = self.index_scans
         if scans:
-            source = scans[0].distinct() if len(scans) == 1 else intersect(*scans)
-            return select(func.count()).select_from(source.subquery())
+            first = scans[0].subquery()
+            key = first.c[0]
+            query = select(func.count(distinct(key)))
+            return query.where(*(key.in_(scan) for scan in scans[1:]))
+        if self.whole_type is not None:
+            # Every row of the type less its deleted rows: two index-only counts (the
+            # second on the partial index of deleted rows) instead of reading the table.
+            rows = RESOURCE.c.resource_type == self.whole_type
+            every = select(func.count()).select_from(RESOURCE).where(rows)
+            deleted = select(func.count()).select_from(RESOURCE).where(rows, RESOURCE.c.deleted)
+            return select(every.scalar_subquery() - deleted.scalar_subquery())
         return select(func.count()).select_from(RESOURCE).where(self.where)
 
     def matches(self) -> Select[Any]:
@@ -117,6 +137,10 @@ def compile_search(
     ]
     scans: list[Select[Any]] | None = []
     for clause in request.clauses:
+        # One semi-join per clause. (Nesting them into one, the scans matched with each
+        # other before any resource is read, was tried at 1M resources: twice as fast for
+        # two string prefixes, but PostgreSQL then misjudged a chain's selectivity and
+        # walked all 600,000 Observations in date order: 1.1 s instead of 0.1 ms.)
         part = compiler.clause(clause)
         conditions.append(part.condition)
         if part.index is None:
@@ -131,4 +155,5 @@ def compile_search(
         conditions.append(extra)
         scans = None
     keys = sort_keys(RESOURCE, request.resource_type, request.sort, param_id)
-    return CompiledSearch(and_(*conditions), keys, scans or None)
+    whole = request.resource_type if not request.clauses and extra is None else None
+    return CompiledSearch(and_(*conditions), keys, scans or None, whole)

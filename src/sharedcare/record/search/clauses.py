@@ -301,12 +301,15 @@ class Compiler:
         text = normalize_string(value)
         if clause.modifier == "contains":
             return t.c.value.like(f"%{like_escape(text)}%", escape="\\")  # type: ignore[no-any-return]
-        condition = t.c.value.like(f"{like_escape(text)}%", escape="\\")
-        if self.bytewise and text and ord(text[-1]) < 0x10FFFF:
-            # Under byte-order collation a prefix is a key range: let the index find it.
-            upper = text[:-1] + chr(ord(text[-1]) + 1)
-            condition = and_(t.c.value >= text, t.c.value < upper, condition)
-        return condition  # type: ignore[no-any-return]
+        last = ord(text[-1]) + 1 if text else 0
+        if self.bytewise and text and last <= 0x10FFFF and not 0xD800 <= last <= 0xDFFF:
+            # Under byte-order collation the strings starting with ``text`` are exactly the
+            # key range [text, text with its last character incremented): the index finds
+            # them, and no LIKE is added (PostgreSQL would multiply the two conditions'
+            # selectivities and under-estimate the matches, which misleads its plans).
+            upper = text[:-1] + chr(last)
+            return and_(t.c.value >= text, t.c.value < upper)
+        return t.c.value.like(f"{like_escape(text)}%", escape="\\")  # type: ignore[no-any-return]
 
     def _reference(self, raw: str, clause: Clause) -> ColumnElement[bool]:
         t = _T_REF

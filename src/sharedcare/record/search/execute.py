@@ -8,6 +8,7 @@ When the first page holds every match, its length is the total and no count runs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,11 @@ def run_search(
     size = request.count
     width = len(compiled.keys)
     query = compiled.page(
-        size + 1, offset=request.offset, anchor=anchor, before=before, columns=_columns(connection)
+        size + 1,
+        offset=request.offset,
+        anchor=anchor,
+        before=before,
+        columns=page_columns(connection),
     )
     rows = list(connection.execute(query).all())
     more = len(rows) > size
@@ -54,7 +59,7 @@ def run_search(
     if before:
         rows.reverse()
     positions = [[*row[1:width], row[0]] for row in rows]
-    result = PageResult([row[0] for row in rows], None, [_stored(row) for row in rows])
+    result = PageResult([row[0] for row in rows], None, [stored_of(row) for row in rows])
     result.first = anchor is None and request.offset == 0
     if positions:
         if more or before:
@@ -88,8 +93,9 @@ def _planned_rows(connection: Connection, query: Any) -> int:
     return 0
 
 
-def _columns(connection: Connection) -> list[Any]:
-    """The resource columns a page returns, so matches come back in the same query."""
+def page_columns(connection: Connection) -> list[Any]:
+    """The resource columns a page (or an include step) returns, so resources come back in
+    the same query that finds them."""
     content = RESOURCE.c.content
     if connection.dialect.name == "postgresql":
         content = cast(content, Text)  # jsonb as text: handed to the client as it is
@@ -102,13 +108,12 @@ def _columns(connection: Connection) -> list[Any]:
     ]
 
 
-def _stored(row: Any) -> StoredResource:
-    content = row.content
+def stored_of(row: Sequence[Any]) -> StoredResource:
+    """The resource in a row ending with the :func:`page_columns`."""
+    resource_type, id, version_id, last_updated, content = row[-5:]
     if isinstance(content, str):
         content = content.encode()
-    return StoredResource(
-        row.resource_type, row.id, row.version_id, row.last_updated, False, content
-    )
+    return StoredResource(resource_type, id, version_id, last_updated, False, content)
 
 
 _BYTEWISE = frozenset({"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"})

@@ -1,9 +1,12 @@
 """``_include`` and ``_revinclude`` (https://hl7.org/fhir/R4/search.html#include).
 
-Each step is one query over ``idx_reference``: ``_include`` follows the reference rows of
-the current set to their targets; ``_revinclude`` finds the rows that point at the current
-set. ``:iterate`` steps repeat on what the previous round added until nothing new appears
-(or :data:`~sharedcare.record.search.model.MAX_INCLUDES` is reached).
+Each step is one query that returns the included resources themselves: ``_include`` reads
+the resources whose ``(type, id)`` the reference rows of the current set point at;
+``_revinclude`` reads the resources whose reference rows point at the current set. The
+first set is the page of matches (its keys, types and ids are already in hand), so a page
+with one ``_include`` costs one query beyond the page. ``:iterate`` steps repeat on what the
+previous round added until nothing new appears (or
+:data:`~sharedcare.record.search.model.MAX_INCLUDES` is reached).
 """
 
 from __future__ import annotations
@@ -11,62 +14,60 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, or_, select, tuple_
 
 from sharedcare.db.tables import IdxReference
 from sharedcare.fhir.definitions import search_parameters
 from sharedcare.record.search.clauses import RESOURCE, ParamId
+from sharedcare.record.search.execute import page_columns, stored_of
 from sharedcare.record.search.model import MAX_INCLUDES, Include
+from sharedcare.record.sqlstore import StoredResource
 
 REF: Any = IdxReference.__table__
 _ROUNDS = 4
-_Row = tuple[int, str, str]  # pk, type, id
 
 
 def resolve_includes(
     connection: Connection,
     param_id: ParamId,
     includes: Sequence[Include],
-    matches: Sequence[int],
-) -> list[int]:
-    """Keys of the resources ``includes`` add to a page whose matches are ``matches``.
+    matches: Sequence[StoredResource],
+    keys: Sequence[int],
+) -> list[StoredResource]:
+    """The resources ``includes`` add to a page whose matches are ``matches``.
+
+    Args:
+        connection: Where to read.
+        param_id: ``(resource_type, code) -> int | None`` for index parameter ids.
+        includes: The page's ``_include`` and ``_revinclude`` parameters.
+        matches: The page's matches.
+        keys: Their resource keys (``pk``), in the same order.
 
     Returns:
-        Keys not among the matches, in the order found, at most ``MAX_INCLUDES``.
+        Resources not among the matches, in key order, at most ``MAX_INCLUDES``.
     """
     if not includes or not matches:
         return []
-    seen = set(matches)
-    found: list[int] = []
-    frontier = _rows(connection, list(matches))
+    seen = set(keys)
+    found: dict[int, StoredResource] = {}
+    frontier = list(zip(keys, matches, strict=True))
     first = True
     for _ in range(_ROUNDS):
         steps = [i for i in includes if i.iterate or first]
-        new: list[int] = []
+        new: list[tuple[int, StoredResource]] = []
         for include in steps:
-            for pk in _step(connection, param_id, include, frontier):
+            for pk, stored in _step(connection, param_id, include, frontier):
                 if pk not in seen:
                     seen.add(pk)
-                    new.append(pk)
-        found += new
+                    new.append((pk, stored))
+                    found[pk] = stored
         if len(found) >= MAX_INCLUDES:
-            return found[:MAX_INCLUDES]
+            break
         first = False
         if not new or not any(i.iterate for i in includes):
             break
-        frontier = _rows(connection, new)
-    return found
-
-
-def _rows(connection: Connection, pks: list[int]) -> list[_Row]:
-    rows: list[_Row] = []
-    for start in range(0, len(pks), 500):
-        chunk = pks[start : start + 500]
-        query = select(RESOURCE.c.pk, RESOURCE.c.resource_type, RESOURCE.c.id)
-        rows += [
-            (r[0], r[1], r[2]) for r in connection.execute(query.where(RESOURCE.c.pk.in_(chunk)))
-        ]
-    return rows
+        frontier = new
+    return [found[pk] for pk in sorted(found)[:MAX_INCLUDES]]
 
 
 def _params(include: Include, param_id: ParamId) -> list[int]:
@@ -78,40 +79,40 @@ def _params(include: Include, param_id: ParamId) -> list[int]:
 
 
 def _step(
-    connection: Connection, param_id: ParamId, include: Include, frontier: list[_Row]
-) -> list[int]:
+    connection: Connection,
+    param_id: ParamId,
+    include: Include,
+    frontier: list[tuple[int, StoredResource]],
+) -> list[tuple[int, StoredResource]]:
     params = _params(include, param_id)
     if not params:
         return []
+    param = REF.c.param == params[0] if len(params) == 1 else REF.c.param.in_(params)
     if not include.reverse:
-        sources = [pk for pk, rtype, _ in frontier if rtype == include.source]
+        sources = [pk for pk, stored in frontier if stored.resource_type == include.source]
         if not sources:
             return []
-        condition = and_(REF.c.param.in_(params), REF.c.res.in_(sources))
+        targets = select(REF.c.target_type, REF.c.target_id).where(param, REF.c.res.in_(sources))
         if include.target:
-            condition = and_(condition, REF.c.target_type == include.target)
-        query = (
-            select(RESOURCE.c.pk)
-            .join(
-                REF,
-                and_(
-                    RESOURCE.c.resource_type == REF.c.target_type,
-                    RESOURCE.c.id == REF.c.target_id,
-                ),
-            )
-            .where(condition, RESOURCE.c.deleted.is_(False))
-            .distinct()
-            .limit(MAX_INCLUDES)
+            targets = targets.where(REF.c.target_type == include.target)
+        wanted: Any = tuple_(RESOURCE.c.resource_type, RESOURCE.c.id).in_(targets)
+    else:
+        by_type: dict[str, list[str]] = {}
+        for _, stored in frontier:
+            if include.target is None or include.target == stored.resource_type:
+                by_type.setdefault(stored.resource_type, []).append(stored.id)
+        if not by_type:
+            return []
+        pointing = or_(
+            *(and_(REF.c.target_type == t, REF.c.target_id.in_(ids)) for t, ids in by_type.items())
         )
-        return list(connection.scalars(query))
-    by_type: dict[str, list[str]] = {}
-    for _, rtype, rid in frontier:
-        if include.target is None or include.target == rtype:
-            by_type.setdefault(rtype, []).append(rid)
-    if not by_type:
-        return []
-    targets = or_(
-        *(and_(REF.c.target_type == t, REF.c.target_id.in_(ids)) for t, ids in by_type.items())
+        wanted = RESOURCE.c.pk.in_(select(REF.c.res).where(param, pointing))
+        if include.source:
+            wanted = and_(RESOURCE.c.resource_type == include.source, wanted)
+    query = (
+        select(RESOURCE.c.pk, *page_columns(connection))
+        .where(wanted, RESOURCE.c.deleted.is_(False))
+        .order_by(RESOURCE.c.pk)
+        .limit(MAX_INCLUDES)
     )
-    query = select(REF.c.res).where(REF.c.param.in_(params), targets).distinct().limit(MAX_INCLUDES)
-    return list(connection.scalars(query))
+    return [(row[0], stored_of(row)) for row in connection.execute(query).all()]
