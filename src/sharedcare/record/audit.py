@@ -7,25 +7,43 @@ requesting user with their organisation, role and purpose of use, ``source`` sha
 ``entity`` the resource acted on and, for patient-centric interactions, the patient.
 
 Events are stored in the append-only ``audit_event`` table, in the same transaction as the
-write they describe; reads and failures are audited in a transaction of their own.
+write they describe. Reads, searches and failures have no write of their own: the API
+server hands them to an :class:`AuditWriter`, which commits them in groups and answers no
+request before its event is committed; elsewhere they get a transaction of their own.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
+import queue
+import threading
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, Engine, insert
 
+from sharedcare.db.engine import write_connection
 from sharedcare.db.tables import AuditRecord
 from sharedcare.record.context import PURPOSES, RequestContext
 from sharedcare.record.instants import now_us, to_instant
 
 AUDIT: Any = AuditRecord.__table__
+_INSERT = insert(AUDIT)  # built once: building it per call costs more than binding rows
+# PostgreSQL: every row of a batch in one statement of fixed text; the documents as one
+# JSON array (a jsonb[] parameter would be sent as array text with every quote escaped).
+_PG_INSERT = (
+    "INSERT INTO audit_event (recorded, interaction, outcome, agent, patient, content) "
+    "SELECT * FROM ROWS FROM (unnest(%(recorded)s::bigint[]), "
+    "unnest(%(interaction)s::text[]), unnest(%(outcome)s::text[]), "
+    "unnest(%(agent)s::text[]), unnest(%(patient)s::text[]), "
+    "jsonb_array_elements(%(docs)s::jsonb))"
+)
+log = logging.getLogger(__name__)
 
 _ACTION = {
     "create": "C",
@@ -183,24 +201,157 @@ def audit_event(context: RequestContext, entry: AuditEntry, recorded: int) -> di
     return event
 
 
+def audit_rows(
+    context: RequestContext, entries: Sequence[AuditEntry], recorded: int | None = None
+) -> list[dict[str, Any]]:
+    """The ``audit_event`` rows for ``entries``, recorded at ``recorded`` (default: now)."""
+    recorded = now_us() if recorded is None else recorded
+    return [
+        {
+            "recorded": recorded,
+            "interaction": entry.interaction,
+            "outcome": entry.outcome,
+            "agent": context.user[:200],
+            "patient": entry.patient,
+            "content": orjson.dumps(audit_event(context, entry, recorded)),
+        }
+        for entry in entries
+    ]
+
+
 def write_audit(
     connection: Connection, context: RequestContext, entries: Sequence[AuditEntry]
 ) -> None:
-    """Store AuditEvents for ``entries`` in the caller's transaction."""
+    """Store AuditEvents for ``entries`` in the caller's transaction.
+
+    On PostgreSQL the rows go as arrays in one statement of fixed text (an executemany
+    ran one ``INSERT`` per event); on SQLite as an executemany of one cached ``INSERT``.
+    """
     if not entries:
         return
-    recorded = now_us()
-    connection.execute(
-        insert(AUDIT),
-        [
-            {
-                "recorded": recorded,
-                "interaction": entry.interaction,
-                "outcome": entry.outcome,
-                "agent": context.user[:200],
-                "patient": entry.patient,
-                "content": orjson.dumps(audit_event(context, entry, recorded)),
-            }
-            for entry in entries
-        ],
+    rows = audit_rows(context, entries)
+    if connection.dialect.name != "postgresql":
+        connection.execute(_INSERT, rows)
+        return
+    connection.exec_driver_sql(
+        _PG_INSERT,
+        {
+            "recorded": [row["recorded"] for row in rows],
+            "interaction": [row["interaction"] for row in rows],
+            "outcome": [row["outcome"] for row in rows],
+            "agent": [row["agent"] for row in rows],
+            "patient": [row["patient"] for row in rows],
+            "docs": (b"[" + b",".join(row["content"] for row in rows) + b"]").decode(),
+        },
     )
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit trail could not be stored, so the interaction must not be answered."""
+
+
+class _Pending:
+    """Rows waiting for the writer, and the future that says they are committed (or not)."""
+
+    __slots__ = ("future", "rows")
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.future: Future[None] = Future()
+
+
+class AuditWriter:
+    """Group commit for AuditEvents that have no write transaction of their own.
+
+    Reads, searches and failed interactions produce an AuditEvent but no other write.
+    Committing each one in its own transaction cost a transaction per read (and on SQLite
+    the database's one write lock, taken by every read). Here requests hand their rows to
+    one writer thread per process, which inserts everything queued in one multi-row
+    ``INSERT`` and one commit, then completes their futures. No response may leave before
+    its AuditEvent is stored: :meth:`write` blocks until then, and callers on the event loop
+    use :meth:`submit` and await the future. A batch that fails fails every request in it
+    (:class:`AuditUnavailable`). See ``docs/decisions/0015-audit-group-commit.md``.
+
+    Batches form naturally: while one commits, the next fills, so an idle server pays no
+    extra latency and a busy one pays one commit for many reads.
+    """
+
+    def __init__(self, engine: Engine, *, max_rows: int = 1000) -> None:
+        self._engine = engine
+        self._max_rows = max_rows
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="sharedcare-audit", daemon=True)
+        self._thread.start()
+
+    def submit(self, context: RequestContext, entries: Sequence[AuditEntry]) -> Future[None]:
+        """Queue AuditEvents for ``entries``.
+
+        Returns:
+            A future that completes when they are committed, or fails with
+            :class:`AuditUnavailable`. The interaction must not be answered before then.
+
+        Raises:
+            AuditUnavailable: The writer is closed.
+        """
+        pending = _Pending(audit_rows(context, entries))
+        with self._lock:
+            if self._closed:
+                raise AuditUnavailable("the audit writer is closed")
+            self._queue.put(pending)
+        return pending.future
+
+    def write(self, context: RequestContext, entries: Sequence[AuditEntry]) -> None:
+        """Store AuditEvents for ``entries``; return once they are committed.
+
+        Raises:
+            AuditUnavailable: The writer is closed, or the batch could not be committed.
+        """
+        if entries:
+            self.submit(context, entries).result()
+
+    def close(self) -> None:
+        """Commit everything queued, then stop the writer thread (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            batch: list[_Pending] = []
+            rows = 0
+            item = first
+            while True:
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+                    rows += len(item.rows)
+                if rows >= self._max_rows:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._flush(batch)
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            with write_connection(self._engine) as connection:
+                connection.execute(_INSERT, [row for p in batch for row in p.rows])
+        except Exception as error:  # every waiting request fails; none is answered unaudited
+            log.error("audit batch of %d events not stored: %s", len(batch), type(error).__name__)
+            for pending in batch:
+                pending.future.set_exception(
+                    AuditUnavailable("the audit trail could not be stored")
+                )
+        else:
+            for pending in batch:
+                pending.future.set_result(None)

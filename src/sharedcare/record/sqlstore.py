@@ -4,12 +4,19 @@ The store knows tables and rows, not FHIR rules: the repository prepares each wr
 (validated JSON bytes and extracted index values) and the store applies a whole batch in a
 handful of round trips, whatever its size:
 
-1. one ``SELECT`` finds which resources already exist;
+1. one ``SELECT`` finds which resources already exist (``FOR UPDATE`` on PostgreSQL);
 2. their current rows are copied to ``resource_history`` in one ``INSERT … SELECT``;
-3. new resources are inserted in one multi-row ``INSERT … RETURNING pk``; existing ones are
-   updated with one ``executemany``;
-4. old index rows are deleted with one ``DELETE`` per index table, and the new ones inserted
-   with one ``executemany`` per index table.
+3. new resources are inserted in one ``INSERT … RETURNING pk``; existing ones are updated
+   in one statement;
+4. old index rows are deleted from every index table, and the new ones inserted
+   with one ``COPY`` (PostgreSQL) or ``executemany`` (SQLite) per index table.
+
+On PostgreSQL steps 1–3 are statements of fixed text taking arrays (``unnest``, ``= ANY``);
+step 4's deletes are in the statement that updates: a text that changed with the batch
+size was never in psycopg's cache, and converting its placeholders cost the writer as much
+CPU as PostgreSQL's own work. The index rows stay on ``COPY``: one ``INSERT … SELECT FROM
+unnest(…)`` for every table cost 40–60% more client CPU (psycopg builds array parameters in
+Python, ``COPY`` rows in C) for the same server CPU (measured at 10,000 rows per batch).
 
 Index rows are kept small (``docs/decisions/0011-record-footprint.md``): token and quantity
 systems and composite combinations are stored as 64-bit keys, and a parameter that is
@@ -21,8 +28,9 @@ One database round trip per entry is the known trap for FHIR servers; this avoid
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -94,6 +102,77 @@ INDEX_TABLES: dict[type, Table] = {
 _CHUNK = 500  # rows per IN-list, within every database's parameter limits
 # Served by the resource table's own columns, so they need no index rows.
 _COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
+# The write statements, built once (building them per call was most of their cost).
+_PKS: Any = bindparam("b_pks", expanding=True)
+_COPY_TO_HISTORY = insert(HISTORY).from_select(
+    ["resource_type", "id", "version_id", "last_updated", "deleted", "content"],
+    select(
+        RESOURCE.c.resource_type,
+        RESOURCE.c.id,
+        RESOURCE.c.version_id,
+        RESOURCE.c.last_updated,
+        RESOURCE.c.deleted,
+        RESOURCE.c.content,
+    ).where(RESOURCE.c.pk.in_(_PKS)),
+)
+_DELETE_INDEX_ROWS = [delete(t).where(t.c.res.in_(_PKS)) for t in INDEX_TABLES.values()]
+_UPDATE_CURRENT = (
+    update(RESOURCE)
+    .where(RESOURCE.c.pk == bindparam("b_pk"))
+    .values(
+        version_id=bindparam("b_version"),
+        last_updated=bindparam("b_updated"),
+        deleted=bindparam("b_deleted"),
+        content=bindparam("b_content", type_=RESOURCE.c.content.type),
+    )
+)
+_INSERT_CURRENT = insert(RESOURCE).returning(RESOURCE.c.pk, sort_by_parameter_order=True)
+# PostgreSQL statements: fixed texts whatever the batch size, with arrays for the rows.
+# A text that changed with the batch (a long ``IN (…)`` list, a multi-row ``VALUES``) was
+# never in psycopg's cache, so every call paid for converting its placeholders, and
+# PostgreSQL for parsing it; these are converted once and then prepared per connection.
+# Documents travel as one JSON array (``jsonb_array_elements``): a ``jsonb[]`` parameter
+# would be sent as array text, every quote in every document escaped.
+_PG_EXISTING = (
+    "SELECT r.resource_type, r.id, r.pk, r.version_id, r.deleted FROM resource r "
+    "JOIN unnest(%(types)s::text[], %(ids)s::text[]) AS k(t, i) "
+    "ON r.resource_type = k.t AND r.id = k.i"
+)
+_PG_EXISTING_LOCKED = _PG_EXISTING + " FOR UPDATE OF r"
+_PG_READ_MANY = (
+    "SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, "
+    "r.content::text AS content FROM resource r "
+    "JOIN unnest(%(types)s::text[], %(ids)s::text[]) AS k(t, i) "
+    "ON r.resource_type = k.t AND r.id = k.i"
+)
+# Updates in one statement: the current rows are copied to history, their index rows
+# deleted from every table, and the new versions written. Every part sees the snapshot
+# taken before the statement, so history receives the old versions.
+_PG_UPDATE = (
+    "WITH copied AS (INSERT INTO resource_history "
+    "(resource_type, id, version_id, last_updated, deleted, content) "
+    "SELECT resource_type, id, version_id, last_updated, deleted, content FROM resource "
+    "WHERE pk = ANY(%(pks)s::bigint[])), "
+    + "".join(
+        f"d_{table.name} AS (DELETE FROM {table.name} WHERE res = ANY(%(pks)s::bigint[])), "
+        for table in INDEX_TABLES.values()
+    )
+    + "u AS (SELECT * FROM ROWS FROM (unnest(%(pks)s::bigint[]), "
+    "unnest(%(versions)s::integer[]), unnest(%(updated)s::bigint[]), "
+    "unnest(%(deleted)s::boolean[]), jsonb_array_elements(%(docs)s::jsonb)) "
+    "AS u(pk, version_id, last_updated, deleted, content)) "
+    "UPDATE resource SET version_id = u.version_id, last_updated = u.last_updated, "
+    "deleted = u.deleted, content = NULLIF(u.content, 'null'::jsonb) "
+    "FROM u WHERE resource.pk = u.pk"
+)
+_PG_CREATE = (
+    "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content) "
+    "SELECT t, i, v, lu, d, NULLIF(c, 'null'::jsonb) FROM ROWS FROM "
+    "(unnest(%(types)s::text[]), unnest(%(ids)s::text[]), unnest(%(versions)s::integer[]), "
+    "unnest(%(updated)s::bigint[]), unnest(%(deleted)s::boolean[]), "
+    "jsonb_array_elements(%(docs)s::jsonb)) AS u(t, i, v, lu, d, c) "
+    "RETURNING pk, resource_type, id"
+)
 
 
 @dataclass(slots=True)
@@ -145,6 +224,25 @@ class SqlStore:
         self.dialect = engine.dialect.name
         self._param_ids: dict[tuple[str, str], int] = {}
         self._param_names: dict[int, tuple[str, str]] = {}
+        # (type, code) -> the id its index rows are stored under, or None: see _stored_param.
+        self._stored_params: dict[tuple[str, str], int | None] = {}
+        # The one-resource statements, built once: building a SELECT and its cache key on
+        # every call cost 60 of the 75 us of a read by id (SQLite, measured in-process).
+        one = and_(
+            RESOURCE.c.resource_type == bindparam("b_type"), RESOURCE.c.id == bindparam("b_id")
+        )
+        self._read_one = select(*self._version_columns(RESOURCE)).where(one)
+        existing_one = select(
+            RESOURCE.c.resource_type,
+            RESOURCE.c.id,
+            RESOURCE.c.pk,
+            RESOURCE.c.version_id,
+            RESOURCE.c.deleted,
+        ).where(one)
+        self._existing_one = existing_one
+        self._existing_one_locked = (
+            existing_one.with_for_update() if self.dialect == "postgresql" else existing_one
+        )
 
     # -- search parameter ids -------------------------------------------------------------
 
@@ -217,11 +315,7 @@ class SqlStore:
 
     def read(self, connection: Connection, resource_type: str, id: str) -> StoredResource | None:
         """The current version of a resource (possibly a deletion), or ``None``."""
-        row = connection.execute(
-            select(
-                *self._version_columns(RESOURCE),
-            ).where(RESOURCE.c.resource_type == resource_type, RESOURCE.c.id == id)
-        ).first()
+        row = connection.execute(self._read_one, {"b_type": resource_type, "b_id": id}).first()
         return None if row is None else self._row(row)
 
     def read_many(
@@ -230,6 +324,10 @@ class SqlStore:
         """Current versions of several resources, keyed by (type, id)."""
         keys = list(dict.fromkeys(keys))
         found: dict[tuple[str, str], StoredResource] = {}
+        if self.dialect == "postgresql" and keys:
+            for row in connection.exec_driver_sql(_PG_READ_MANY, _key_arrays(keys)):
+                found[(row.resource_type, row.id)] = self._row(row)
+            return found
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             rows = connection.execute(
@@ -338,6 +436,20 @@ class SqlStore:
         PostgreSQL; SQLite's write transaction already holds the whole database).
         """
         found: dict[tuple[str, str], tuple[int, int, bool]] = {}
+        if len(keys) == 1:  # one REST write: the prebuilt statement
+            query = self._existing_one_locked if lock else self._existing_one
+            ((resource_type, resource_id),) = keys
+            params = {"b_type": resource_type, "b_id": resource_id}
+            for t, i, pk, version, deleted in connection.execute(query, params):
+                found[(t, i)] = (pk, version, deleted)
+            return found
+        if self.dialect == "postgresql":
+            # Sorted, so concurrent batches take their row locks in one order.
+            statement = _PG_EXISTING_LOCKED if lock else _PG_EXISTING
+            rows = connection.exec_driver_sql(statement, _key_arrays(sorted(set(keys))))
+            for t, i, pk, version, deleted in rows:
+                found[(t, i)] = (pk, version, deleted)
+            return found
         for start in range(0, len(keys), _CHUNK):
             query = select(
                 RESOURCE.c.resource_type,
@@ -346,8 +458,6 @@ class SqlStore:
                 RESOURCE.c.version_id,
                 RESOURCE.c.deleted,
             ).where(_keys_in(keys[start : start + _CHUNK]))
-            if lock and connection.dialect.name == "postgresql":
-                query = query.with_for_update()
             rows = connection.execute(query)
             for t, i, pk, version, deleted in rows:
                 found[(t, i)] = (pk, version, deleted)
@@ -387,37 +497,24 @@ class SqlStore:
         updates = [w for w in writes if (w.resource_type, w.id) in existing]
         creates = [w for w in writes if (w.resource_type, w.id) not in existing]
         pks: dict[tuple[str, str], int] = {}
+        for w in updates:
+            pks[(w.resource_type, w.id)] = existing[(w.resource_type, w.id)][0]
+        if self.dialect == "postgresql":
+            self._pg_write(connection, updates, creates, pks)
+            self._insert_index(connection, writes, pks)
+            return
         if updates:
-            old_pks = [existing[(w.resource_type, w.id)][0] for w in updates]
+            old_pks = [pks[(w.resource_type, w.id)] for w in updates]
             for start in range(0, len(old_pks), _CHUNK):
                 chunk = old_pks[start : start + _CHUNK]
-                connection.execute(
-                    insert(HISTORY).from_select(
-                        ["resource_type", "id", "version_id", "last_updated", "deleted", "content"],
-                        select(
-                            RESOURCE.c.resource_type,
-                            RESOURCE.c.id,
-                            RESOURCE.c.version_id,
-                            RESOURCE.c.last_updated,
-                            RESOURCE.c.deleted,
-                            RESOURCE.c.content,
-                        ).where(RESOURCE.c.pk.in_(chunk)),
-                    )
-                )
-                for table in INDEX_TABLES.values():
-                    connection.execute(delete(table).where(table.c.res.in_(chunk)))
+                connection.execute(_COPY_TO_HISTORY, {"b_pks": chunk})
+                for statement in _DELETE_INDEX_ROWS:
+                    connection.execute(statement, {"b_pks": chunk})
             connection.execute(
-                update(RESOURCE)
-                .where(RESOURCE.c.pk == bindparam("b_pk"))
-                .values(
-                    version_id=bindparam("b_version"),
-                    last_updated=bindparam("b_updated"),
-                    deleted=bindparam("b_deleted"),
-                    content=bindparam("b_content", type_=RESOURCE.c.content.type),
-                ),
+                _UPDATE_CURRENT,
                 [
                     {
-                        "b_pk": existing[(w.resource_type, w.id)][0],
+                        "b_pk": pks[(w.resource_type, w.id)],
                         "b_version": w.version_id,
                         "b_updated": w.last_updated,
                         "b_deleted": w.deleted,
@@ -426,11 +523,9 @@ class SqlStore:
                     for w in updates
                 ],
             )
-            for w in updates:
-                pks[(w.resource_type, w.id)] = existing[(w.resource_type, w.id)][0]
         if creates:
             result = connection.execute(
-                insert(RESOURCE).returning(RESOURCE.c.pk, sort_by_parameter_order=True),
+                _INSERT_CURRENT,
                 [
                     {
                         "resource_type": w.resource_type,
@@ -447,32 +542,84 @@ class SqlStore:
                 pks[(w.resource_type, w.id)] = pk
         self._insert_index(connection, writes, pks)
 
-    def _insert_index(
+    def _pg_write(
         self,
         connection: Connection,
-        writes: Sequence[PendingWrite],
+        updates: Sequence[PendingWrite],
+        creates: Sequence[PendingWrite],
         pks: dict[tuple[str, str], int],
     ) -> None:
-        # Rows go in ascending resource key order (a dict keeps that order while it drops
-        # duplicates): inserts then append to the right edge of every ``res`` index, whose
-        # pages PostgreSQL leaves 90% full instead of splitting them in half.
+        """Resource rows on PostgreSQL: one statement for all updates (history, old index
+        rows, new versions) and one for all creates, adding the new keys to ``pks``."""
+        if updates:
+            connection.exec_driver_sql(
+                _PG_UPDATE,
+                {
+                    "pks": [pks[(w.resource_type, w.id)] for w in updates],
+                    "versions": [w.version_id for w in updates],
+                    "updated": [w.last_updated for w in updates],
+                    "deleted": [w.deleted for w in updates],
+                    "docs": json_array([w.content for w in updates]),
+                },
+            )
+        if creates:
+            result = connection.exec_driver_sql(
+                _PG_CREATE,
+                {
+                    "types": [w.resource_type for w in creates],
+                    "ids": [w.id for w in creates],
+                    "versions": [w.version_id for w in creates],
+                    "updated": [w.last_updated for w in creates],
+                    "deleted": [w.deleted for w in creates],
+                    "docs": json_array([w.content for w in creates]),
+                },
+            )
+            for pk, resource_type, resource_id in result:
+                pks[(resource_type, resource_id)] = pk
+
+    def _index_rows(
+        self, writes: Sequence[PendingWrite], pks: dict[tuple[str, str], int]
+    ) -> dict[Table, dict[tuple[Any, ...], None]]:
+        """The batch's index rows per table, in ascending resource key order.
+
+        Rows go in that order (a dict keeps it while it drops duplicates): inserts then
+        append to the right edge of every ``res`` index, whose pages PostgreSQL leaves 90%
+        full instead of splitting them in half (``docs/decisions/0011-record-footprint.md``).
+        """
         rows: dict[Table, dict[tuple[Any, ...], None]] = defaultdict(dict)
-        param_ids = self._param_ids
+        stored = self._stored_params
         ordered = sorted(
             ((pks[(w.resource_type, w.id)], w) for w in writes if not w.deleted),
             key=lambda pair: pair[0],
         )
         for res, w in ordered:
             for value in w.index:
-                if value[0] in _COLUMN_PARAMS or derived_from(w.resource_type, value[0]):
-                    continue
-                param = param_ids.get((w.resource_type, value[0]))
+                key = (w.resource_type, value[0])
+                param = stored.get(key, -1)
+                if param == -1:
+                    param = stored[key] = self._stored_param(*key)
                 if param is None:
                     continue
-                row = _index_row(value, param, res)
-                if row is not None:
-                    rows[INDEX_TABLES[type(value)]][row] = None
-        for table, values in rows.items():
+                kind = type(value)
+                build = _ROW_BUILDERS.get(kind)
+                if build is not None:
+                    rows[INDEX_TABLES[kind]][build(value, param, res)] = None
+        return rows
+
+    def _stored_param(self, resource_type: str, code: str) -> int | None:
+        """The id a parameter's index rows are stored under, or ``None`` if it stores none
+        (served by the resource table's columns, derived from others, or unknown)."""
+        if code in _COLUMN_PARAMS or derived_from(resource_type, code):
+            return None
+        return self._param_ids.get((resource_type, code))
+
+    def _insert_index(
+        self,
+        connection: Connection,
+        writes: Sequence[PendingWrite],
+        pks: dict[tuple[str, str], int],
+    ) -> None:
+        for table, values in self._index_rows(writes, pks).items():
             self._bulk_insert(connection, table, values)
 
     def _bulk_insert(self, connection: Connection, table: Table, rows: Iterable[Any]) -> None:
@@ -498,39 +645,71 @@ class SqlStore:
             cursor.close()
 
 
+def _token_row(value: TokenValue, param: int, res: int) -> tuple[Any, ...]:
+    return (
+        param,
+        _blank(value.code)[:512],
+        _system_key(value.system),
+        res,
+        _blank(value.text)[:512],
+    )
+
+
+def _string_row(value: StringValue, param: int, res: int) -> tuple[Any, ...]:
+    return (param, value.normalized[:512], value.exact[:512], res)
+
+
+def _reference_row(value: ReferenceValue, param: int, res: int) -> tuple[Any, ...]:
+    return (
+        param,
+        _blank(value.target_id),
+        _blank(value.target_type),
+        res,
+        _blank(value.version),
+        _blank(value.url),
+    )
+
+
+def _date_row(value: DateValue, param: int, res: int) -> tuple[Any, ...]:
+    return (param, value.low, value.high, res)
+
+
+def _number_row(value: NumberValue, param: int, res: int) -> tuple[Any, ...]:
+    return (param, value.value, res)
+
+
+def _quantity_row(value: QuantityValue, param: int, res: int) -> tuple[Any, ...]:
+    code, unit = _blank(value.code), _blank(value.unit)
+    return (param, value.value, code, _system_key(value.system), unit, res)
+
+
+def _uri_row(value: UriValue, param: int, res: int) -> tuple[Any, ...]:
+    return (param, value.uri, res)
+
+
+def _composite_value_row(value: CompositeValue, param: int, res: int) -> tuple[Any, ...]:
+    return _composite_row(param, value.components, res)
+
+
+# The index-table row for one value, in the table's column order, by the value's type.
+_ROW_BUILDERS: dict[type, Callable[[Any, int, int], tuple[Any, ...]]] = {
+    TokenValue: _token_row,
+    StringValue: _string_row,
+    ReferenceValue: _reference_row,
+    DateValue: _date_row,
+    NumberValue: _number_row,
+    QuantityValue: _quantity_row,
+    UriValue: _uri_row,
+    CompositeValue: _composite_value_row,
+}
+# A record holds few distinct systems; their digests were a tenth of building index rows.
+_system_key = lru_cache(maxsize=4096)(system_key)
+
+
 def _index_row(value: IndexValue, param: int, res: int) -> tuple[Any, ...] | None:
     """The index-table row for one value, in the table's column order."""
-    if isinstance(value, TokenValue):
-        return (
-            param,
-            _blank(value.code)[:512],
-            system_key(value.system),
-            res,
-            _blank(value.text)[:512],
-        )
-    if isinstance(value, StringValue):
-        return (param, value.normalized[:512], value.exact[:512], res)
-    if isinstance(value, ReferenceValue):
-        return (
-            param,
-            _blank(value.target_id),
-            _blank(value.target_type),
-            res,
-            _blank(value.version),
-            _blank(value.url),
-        )
-    if isinstance(value, DateValue):
-        return (param, value.low, value.high, res)
-    if isinstance(value, NumberValue):
-        return (param, value.value, res)
-    if isinstance(value, QuantityValue):
-        code, unit = _blank(value.code), _blank(value.unit)
-        return (param, value.value, code, system_key(value.system), unit, res)
-    if isinstance(value, UriValue):
-        return (param, value.uri, res)
-    if isinstance(value, CompositeValue):
-        return _composite_row(param, value.components, res)
-    return None
+    build = _ROW_BUILDERS.get(type(value))
+    return None if build is None else build(value, param, res)
 
 
 def _keys_in(keys: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
@@ -548,6 +727,17 @@ def _keys_in(keys: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
         for resource_type, ids in by_type.items()
     ]
     return clauses[0] if len(clauses) == 1 else or_(*clauses)
+
+
+def _key_arrays(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """``(type, id)`` keys as the two arrays the PostgreSQL statements ``unnest``."""
+    return {"types": [t for t, _ in keys], "ids": [i for _, i in keys]}
+
+
+def json_array(documents: Sequence[bytes | None]) -> str:
+    """JSON documents (bytes, ``None`` for none) as one JSON array, for
+    ``jsonb_array_elements``: joined, not parsed; ``None`` becomes ``null``."""
+    return (b"[" + b",".join(b"null" if d is None else d for d in documents) + b"]").decode()
 
 
 def _count() -> Any:
