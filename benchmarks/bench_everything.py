@@ -135,7 +135,7 @@ def main() -> None:
         f"prepared {len(writes):,} resources in {time.perf_counter() - started:.0f} s",
         flush=True,
     )
-    cluster = start_cluster()
+    cluster = start_cluster(durable=True)
     try:
         print("PostgreSQL 15:", flush=True)
         build(cluster.url, writes).engine.dispose()

@@ -186,7 +186,7 @@ def main() -> None:
         flush=True,
     )
     print("PostgreSQL 15:", flush=True)
-    cluster = start_cluster()
+    cluster = start_cluster(durable=True)
     try:
         store = build(cluster.url, writes)
         _exporter(store)

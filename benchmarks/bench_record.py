@@ -278,7 +278,7 @@ def main() -> None:
     bundles = _bundles(1)
     resources = sum(len(b["entry"]) for b in bundles)
     print(f"{len(bundles)} transaction bundles, {resources:,} resources")
-    cluster = start_cluster()
+    cluster = start_cluster(durable=True)
     try:
         url = cluster.url
         print("PostgreSQL 15 (2 server workers, 4 clients over HTTP):")

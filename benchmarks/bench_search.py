@@ -435,15 +435,14 @@ def _kept_cluster(directory: str) -> tuple[Cluster, bool]:
     """The cluster kept in ``directory`` (started), and whether it already holds the store."""
     root = Path(directory).resolve()
     if not (root / "data").exists():
-        fresh = start_cluster()
+        fresh = start_cluster(durable=True)
         fresh._run("pg_ctl", "-D", str(fresh.root / "data"), "-m", "fast", "stop")
         root.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["mv", str(fresh.root), str(root)], check=True)
     run_as = "postgres" if os.geteuid() == 0 else None
     cluster = Cluster(root=root, port=_free_port(), bindir=_bindir(), run_as=run_as)
     options = (
-        f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+        f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200 "
         "-c shared_buffers=128MB"
     )
     cluster._run(
@@ -457,7 +456,7 @@ def main() -> None:
     if KEEP:
         cluster, built = _kept_cluster(KEEP)
     else:
-        cluster, built = start_cluster(), False
+        cluster, built = start_cluster(durable=True), False
     try:
         url = cluster.url
         engine = create_engine(url)
