@@ -31,6 +31,7 @@ from sharedcare.db.engine import write_connection
 from sharedcare.db.tables import AuditRecord
 from sharedcare.record.context import PURPOSES, RequestContext
 from sharedcare.record.instants import now_us, to_instant
+from sharedcare.record.sqlstore import json_array
 
 AUDIT: Any = AuditRecord.__table__
 _INSERT = insert(AUDIT)  # built once: building it per call costs more than binding rows
@@ -222,16 +223,19 @@ def audit_rows(
 def write_audit(
     connection: Connection, context: RequestContext, entries: Sequence[AuditEntry]
 ) -> None:
-    """Store AuditEvents for ``entries`` in the caller's transaction.
+    """Store AuditEvents for ``entries`` in the caller's transaction."""
+    if entries:
+        insert_audit_rows(connection, audit_rows(context, entries))
 
-    On PostgreSQL the rows go as arrays in one statement of fixed text (an executemany
-    ran one ``INSERT`` per event); on SQLite as an executemany of one cached ``INSERT``.
-    """
-    if not entries:
+
+def insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert :func:`audit_rows` in the caller's transaction: on PostgreSQL as arrays in one
+    statement of fixed text (an executemany ran one ``INSERT`` per event); on SQLite as an
+    executemany of one cached ``INSERT``."""
+    if not rows:
         return
-    rows = audit_rows(context, entries)
     if connection.dialect.name != "postgresql":
-        connection.execute(_INSERT, rows)
+        connection.execute(_INSERT, list(rows))
         return
     connection.exec_driver_sql(
         _PG_INSERT,
@@ -241,7 +245,7 @@ def write_audit(
             "outcome": [row["outcome"] for row in rows],
             "agent": [row["agent"] for row in rows],
             "patient": [row["patient"] for row in rows],
-            "docs": (b"[" + b",".join(row["content"] for row in rows) + b"]").decode(),
+            "docs": json_array([row["content"] for row in rows]),
         },
     )
 
@@ -266,11 +270,11 @@ class AuditWriter:
     Reads, searches and failed interactions produce an AuditEvent but no other write.
     Committing each one in its own transaction cost a transaction per read (and on SQLite
     the database's one write lock, taken by every read). Here requests hand their rows to
-    one writer thread per process, which inserts everything queued in one multi-row
-    ``INSERT`` and one commit, then completes their futures. No response may leave before
-    its AuditEvent is stored: :meth:`write` blocks until then, and callers on the event loop
-    use :meth:`submit` and await the future. A batch that fails fails every request in it
-    (:class:`AuditUnavailable`). See ``docs/decisions/0015-audit-group-commit.md``.
+    one writer thread per process, which inserts everything queued with
+    :func:`insert_audit_rows` and one commit, then completes their futures. No response may
+    leave before its AuditEvent is stored: :meth:`write` blocks until then, and callers on
+    the event loop use :meth:`submit` and await the future. A batch that fails fails every
+    request in it (:class:`AuditUnavailable`). See ``docs/decisions/0015-audit-group-commit.md``.
 
     Batches form naturally: while one commits, the next fills, so an idle server pays no
     extra latency and a busy one pays one commit for many reads.
@@ -345,7 +349,7 @@ class AuditWriter:
     def _flush(self, batch: list[_Pending]) -> None:
         try:
             with write_connection(self._engine) as connection:
-                connection.execute(_INSERT, [row for p in batch for row in p.rows])
+                insert_audit_rows(connection, [row for p in batch for row in p.rows])
         except Exception as error:  # every waiting request fails; none is answered unaudited
             log.error("audit batch of %d events not stored: %s", len(batch), type(error).__name__)
             for pending in batch:
