@@ -16,9 +16,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from sharedcare.db.engine import create_engine
+from sharedcare.db.tables import Resource
 
 CLI = [sys.executable, "-c", "from sharedcare.cli.main import app; app()"]
 PEOPLE = 40
@@ -116,7 +117,24 @@ def test_load_synthetic_reaches_written_and_matches_the_manifest(
         truth_feeds = connection.execute(
             text("SELECT count(*) FROM feed WHERE name LIKE '%truth%'")
         ).scalar()
+        # Every source Patient, whichever path it came by (the GP and community feeds'
+        # Patients arrive over the FHIR API), is linked to a golden record.
+        patients = connection.execute(
+            select(Resource.id, Resource.content).where(
+                Resource.resource_type == "Patient", Resource.deleted.is_(False)
+            )
+        ).all()
+        linked = set(connection.scalars(text("SELECT source_id FROM identity_link")))
     engine.dispose()
+    sources = {}
+    for id_, content in patients:
+        resource = orjson.loads(content)
+        if "golden" not in {t.get("code") for t in resource.get("meta", {}).get("tag", [])}:
+            sources[id_] = resource["meta"]["source"]
+    assert set(sources) <= linked
+    from_fhir = [s for s in sources.values() if ":synthetic-" in s]
+    assert len(from_fhir) == fhir["Patient"] > 0
+    assert "golden records" in result.stderr
     assert set(stages) == {"written"}, stages
     assert hl7_loaded == hl7
     assert csv_loaded == rows

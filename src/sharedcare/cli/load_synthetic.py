@@ -255,15 +255,56 @@ def load_synthetic(
             progress.update(writing, total=1, completed=1)
     finally:
         logs = [kept for each in started_servers if (kept := each.stop()) is not None]
+    linked = _link_identities(engine) if done else None
     elapsed = time.monotonic() - started
     ok = _summary(run, tallies, engine, elapsed) and done
     engine.dispose()
+    if linked is not None:
+        console.print(linked, highlight=False, soft_wrap=True)
     if not done:
         console.print("[red]some messages were still waiting to be written when it gave up[/]")
     for kept in logs:
         console.print(f"[yellow]a server logged errors; its log is kept in {kept}[/]")
     if not ok:
         raise typer.Exit(1)
+
+
+def _link_identities(engine: Any) -> str:
+    """Link the Patients that arrived over the FHIR API into golden records.
+
+    HL7 v2 and CSV messages are matched as they are written; Patients POSTed to ``/fhir``
+    (the GP and community feeds) are not, so without this the demo's GP records would
+    stand apart from the hospital's. This is the same batch run as ``sharedcare identity
+    link``: idempotent, and only new or changed Patients are matched.
+    """
+    from sharedcare.identity.batch import link_all
+    from sharedcare.ingest.writer import apply_pending_merges
+    from sharedcare.record.context import RequestContext
+    from sharedcare.record.sqlstore import SqlStore
+
+    store = SqlStore(engine)
+    context = RequestContext(user="load-synthetic", role="system", purpose="HOPERAT", source="cli")
+    columns = (
+        TextColumn("[progress.description]{task.description:<30}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("Patients"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("linking identities", total=None)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        report = link_all(engine, store, context, progress=advance)
+        progress.update(task, total=progress.tasks[task].completed)
+    merges = apply_pending_merges(engine, store)
+    return (
+        f"identity: {report.seen:,} source Patients, {report.matched:,} matched in this run; "
+        f"{report.goldens:,} golden records, {report.open_reviews:,} open reviews"
+        + (f"; {merges:,} pending A40 merges applied" if merges else "")
+    )
 
 
 def _unit(protocol: str) -> str:
