@@ -14,7 +14,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine, select, text
 
-from sharedcare.db.tables import Feed, Message
+from sharedcare.db.tables import Feed, Message, Resource
 from sharedcare.ingest import pipeline
 from sharedcare.ingest.csvmap import get_mapping, load_mapping
 from sharedcare.ingest.csvmap import spec as csv_spec
@@ -213,3 +213,54 @@ def test_recovery_maps_stored_rows_again(ready: Engine) -> None:
             text("SELECT count(*) FROM resource WHERE resource_type = 'ServiceRequest'")
         ).scalar()
     assert count == 2
+
+
+def test_a_council_feed_names_the_council_in_meta_source(ready: Engine, tmp_path: Path) -> None:
+    # Councils are named by their local authority's ONS code (no ODS code in the reference
+    # data): the feed's organisation is that code, named from the reference list, and the
+    # resources it writes say so in meta.source instead of "unknown".
+    org, header, rows, _ = FEEDS["social-care-assessments"]
+    mapping = get_mapping("social-care-assessments")
+    path = _write(tmp_path / mapping.files[0].replace("*", "00000"), header, rows)
+    ingest_csv_file(ready, path, mapping, org)
+    with ready.connect() as connection:
+        feed = connection.execute(
+            text("SELECT organisation_ods_code FROM feed WHERE protocol = 'csv'")
+        ).scalar()
+        named = connection.execute(
+            text("SELECT name, kind FROM organisation WHERE ods_code = :c"), {"c": org}
+        ).one()
+        sources = {
+            (content if isinstance(content, dict) else orjson.loads(content))["meta"]["source"]
+            for (content,) in connection.execute(
+                select(Resource.content).where(Resource.deleted.is_(False))
+            )
+        }
+    assert feed == "E06000059"
+    assert tuple(named) == ("Dorset Council", "council")
+    # The golden records the identity service made for the two people are the ICS's own.
+    assert sources == {
+        "urn:sharedcare:source:E06000059:assessments@E06000059",
+        "urn:sharedcare:identity:golden",
+    }
+
+
+@pytest.mark.parametrize(
+    ("facility", "code"),
+    [
+        ("RBD", "RBD"),
+        ("rbd01", "RBD01"),
+        ("J81021", "J81021"),
+        ("E06000058", "E06000058"),
+        ("W06000015", "W06000015"),
+        ("E38000045", None),
+        ("PAS system", None),
+        ("", None),
+    ],
+)
+def test_organisation_code_takes_ods_codes_and_local_authorities(
+    facility: str, code: str | None
+) -> None:
+    from sharedcare.ingest.store import organisation_code
+
+    assert organisation_code(facility) == code

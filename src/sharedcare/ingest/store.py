@@ -24,6 +24,7 @@ from sharedcare.db.engine import write_connection
 from sharedcare.db.tables import Feed, Message, Organisation
 from sharedcare.ingest.stages import Stage
 from sharedcare.record.instants import now_us
+from sharedcare.reference import organisations
 
 __all__ = [
     "FeedRef",
@@ -43,11 +44,44 @@ ORGANISATION: Any = Organisation.__table__
 # five digits (GP practices, e.g. J81021). https://digital.nhs.uk/services/organisation-data-service
 _RETRY_COLUMNS = ("b_id", "raw", "stage", "error_stage", "error", "updated_at")
 _ODS = re.compile(r"^(?:[A-Z][A-Z0-9]{2}(?:[A-Z0-9]{2})?|[A-Z]\d{5})$")
+# Councils have no ODS code in our reference data; their extracts name them by the ONS
+# (GSS) code of the local authority district, e.g. E06000058 for BCP Council.
+# https://geoportal.statistics.gov.uk/ (Code History Database)
+_GSS_LOCAL_AUTHORITY = re.compile(r"^[EWSN]0[6-9]\d{6}$")
 
 
 def looks_like_ods_code(text: str) -> bool:
     """Whether ``text`` has the shape of an ODS organisation or site code."""
     return bool(_ODS.match(text))
+
+
+def organisation_code(facility: str) -> str | None:
+    """The organisation a feed's sending facility names, or None.
+
+    An ODS organisation or site code (trusts, their sites, GP practices), or for councils
+    the ONS code of the local authority district. Upper-cased.
+    """
+    code = facility.strip().upper()
+    if looks_like_ods_code(code) or _GSS_LOCAL_AUTHORITY.match(code):
+        return code
+    return None
+
+
+_KINDS = {
+    "Acute trust": "acute-trust",
+    "Ambulance trust": "ambulance-trust",
+    "Community and mental health trust": "community-mental-health",
+    "Integrated care board": "icb",
+    "Unitary local authority": "council",
+}
+
+
+def _reference_name(code: str) -> tuple[str, str]:
+    """(name, kind) of ``code`` from the Dorset reference data, or (the code, "unknown")."""
+    for organisation in organisations():
+        if code in {organisation.ods_code, organisation.ons_code}:
+            return organisation.name, _KINDS.get(organisation.organisation_type, "unknown")
+    return code, "unknown"
 
 
 def sender_key(protocol: str, application: str, facility: str) -> str:
@@ -125,8 +159,9 @@ class FeedRegistry:
     ) -> FeedRef:
         """The feed for (protocol, application, facility), registered on first sight.
 
-        A new feed's organisation is its facility when that looks like an ODS code; an
-        organisation not yet known is added under its code, to be named later.
+        A new feed's organisation is its facility when that is an ODS code, or a council's
+        ONS code (:func:`organisation_code`); an organisation not yet known is added under
+        its code, named from the Dorset reference data when it is there.
         """
         key = (protocol, application, facility)
         with self._lock:
@@ -151,13 +186,14 @@ class FeedRegistry:
 
     def _register(self, connection: Connection, key: tuple[str, str, str]) -> FeedRef:
         protocol, application, facility = key
-        ods = facility.upper() if looks_like_ods_code(facility.upper()) else None
+        ods = organisation_code(facility)
         dialect = connection.dialect.name
         insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
         if ods is not None:
+            name, kind = _reference_name(ods)
             connection.execute(
                 insert_fn(ORGANISATION)
-                .values(ods_code=ods, name=ods, kind="unknown")
+                .values(ods_code=ods, name=name[:200], kind=kind)
                 .on_conflict_do_nothing(index_elements=["ods_code"])
             )
         name = "@".join(p for p in (application, facility) if p)
