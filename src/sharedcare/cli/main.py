@@ -45,7 +45,9 @@ def serve(
     port: int | None = typer.Option(
         None, "--port", "-p", min=1, max=65535, help="Port [default: SHAREDCARE_PORT or 8000]"
     ),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (PostgreSQL)."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Worker processes, each with its own listening socket."
+    ),
     mllp_port: int | None = typer.Option(
         None,
         "--mllp-port",
@@ -122,19 +124,21 @@ def _run_uvicorn(settings: Settings, workers: int) -> None:
     if workers > 1:
         import os
 
+        from sharedcare.cli.workers import WorkerFailed, run_workers
+
         os.environ["SHAREDCARE_DATABASE_URL"] = settings.resolved_database_url
-        uvicorn.run(
-            "sharedcare.api.app:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=workers,
-            # uvicorn's default 5 s health check kills workers that are merely busy on a
-            # loaded 2-core machine (seen during migrations and benchmarks).
-            timeout_worker_healthcheck=30,
-            access_log=False,
-            log_config=None,
-        )
+        config = {
+            "app": "sharedcare.api.app:create_app",
+            "factory": True,
+            "access_log": False,
+            "log_config": None,
+        }
+        try:
+            run_workers(config, workers, settings.host, settings.port)
+        except OSError as exc:
+            fail(f"could not listen on {settings.host}:{settings.port} ({exc.strerror})")
+        except WorkerFailed as exc:
+            fail(f"{exc}; run with --workers 1 to see why")
     else:
         uvicorn.run(
             create_app(settings),

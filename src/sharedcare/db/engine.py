@@ -7,21 +7,29 @@ error messages and logs (``hide_parameters``), because they may hold patient dat
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine import create_engine as sa_create_engine
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = [
     "DatabaseUrlError",
+    "WriteGate",
     "create_engine",
     "dialect_name",
+    "driver_errors",
     "normalise_url",
     "write_connection",
 ]
@@ -144,10 +152,122 @@ def dialect_name(engine: Engine) -> str:
     return engine.dialect.name
 
 
-def write_connection(engine: Engine) -> Any:
+# How long a writer queues on the write gate before it falls back to SQLite's own busy
+# handler (which then waits up to ``busy_timeout`` more, and fails with "database is locked").
+_GATE_TIMEOUT = 30.0
+
+
+class WriteGate:
+    """The queue SQLite writers of one database file wait in before ``BEGIN IMMEDIATE``.
+
+    SQLite has one write lock per database. A writer that finds it taken does not wait on
+    it: its busy handler sleeps and retries (1, 2, 5, 10, 15, 20, 25… ms), so under load a
+    waiter sleeps long after the lock was freed, and the last to arrive can be first to
+    retry. Here writers queue instead: threads of one process on a lock, processes on an
+    exclusive ``flock`` of a side file (``<database>-wlock``), and each wakes as soon as the
+    one before it is done. SQLite's lock still guards the data; the gate only orders the
+    waiters. A writer that waits on the gate longer than ``_GATE_TIMEOUT`` goes on to
+    ``BEGIN IMMEDIATE`` without it (as before the gate: busy handler, then an error).
+
+    Args:
+        lock_path: The side file, or ``None`` (in-memory database): threads only.
+    """
+
+    def __init__(self, lock_path: str | None) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._lock_path = lock_path
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int | None:
+        """This process's descriptor of the side file (a fork must not share the parent's:
+        ``flock`` belongs to the open file, so parent and child would hold it together)."""
+        if self._lock_path is None:
+            return None
+        if self._fd is None or self._pid != os.getpid():
+            try:
+                self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:  # a read-only folder: threads still queue, processes do not
+                self._lock_path = None
+                return None
+            self._pid = os.getpid()
+        return self._fd
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the gate (re-entrant in one thread) for the duration of the block."""
+        if not self._lock.acquire(timeout=_GATE_TIMEOUT):
+            yield
+            return
+        try:
+            fd = self._file() if self._depth == 0 else None
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # releases the GIL while it waits
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+
+_gates: dict[str, WriteGate] = {}
+_gates_lock = threading.Lock()
+_writers: weakref.WeakKeyDictionary[Engine, tuple[Engine, WriteGate | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _writer(engine: Engine) -> tuple[Engine, WriteGate | None]:
+    """The engine that begins with ``BEGIN IMMEDIATE``, and the write gate (SQLite only)."""
+    found = _writers.get(engine)
+    if found is not None:
+        return found
+    gate = None
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database or ""
+        on_disk = database not in {"", ":memory:"} and not database.startswith("file:")
+        key = str(Path(database).expanduser().resolve()) if on_disk else f"memory:{id(engine)}"
+        with _gates_lock:
+            gate = _gates.get(key)
+            if gate is None:
+                gate = _gates[key] = WriteGate(f"{key}-wlock" if on_disk else None)
+    found = (engine.execution_options(sqlite_immediate=True), gate)
+    _writers[engine] = found
+    return found
+
+
+@contextmanager
+def write_connection(engine: Engine) -> Iterator[Connection]:
     """Begin a write transaction: ``with write_connection(engine) as conn: ...``.
 
-    On SQLite this takes the write lock at BEGIN (``BEGIN IMMEDIATE``); on PostgreSQL it
-    is an ordinary transaction.
+    On SQLite the writer first queues on the database's :class:`WriteGate`, then takes the
+    write lock at BEGIN (``BEGIN IMMEDIATE``); on PostgreSQL it is an ordinary transaction.
     """
-    return engine.execution_options(sqlite_immediate=True).begin()
+    writer, gate = _writer(engine)
+    if gate is None:
+        with writer.begin() as connection:
+            yield connection
+        return
+    with gate.held(), writer.begin() as connection:
+        yield connection
+
+
+@contextmanager
+def driver_errors() -> Iterator[None]:
+    """Raise errors of statements run straight through the driver (``sqlite3``, psycopg) as
+    SQLAlchemy's ``DBAPIError`` subclasses (``IntegrityError``, ``DataError``…), as if
+    SQLAlchemy had run them: callers tell a conflict from bad data by those classes.
+    Parameters are never part of the message."""
+    import psycopg
+
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(None, None, error, sqlite3.Error, hide_parameters=True) from error
+    except psycopg.Error as error:
+        raise DBAPIError.instance(None, None, error, psycopg.Error, hide_parameters=True) from error

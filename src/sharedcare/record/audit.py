@@ -25,16 +25,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine
 
-from sharedcare.db.engine import write_connection
+from sharedcare.db.engine import driver_errors, write_connection
 from sharedcare.db.tables import AuditRecord
 from sharedcare.record.context import PURPOSES, RequestContext
 from sharedcare.record.instants import now_us, to_instant
 from sharedcare.record.sqlstore import json_array
 
 AUDIT: Any = AuditRecord.__table__
-_INSERT = insert(AUDIT)  # built once: building it per call costs more than binding rows
+# SQLite: an executemany through the driver (through SQLAlchemy's compiler the binding cost
+# more than SQLite's insert); ``content`` is text there.
+_SQLITE_INSERT = (
+    "INSERT INTO audit_event (recorded, interaction, outcome, agent, patient, content) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 # PostgreSQL: every row of a batch in one statement of fixed text; the documents as one
 # JSON array (a jsonb[] parameter would be sent as array text with every quote escaped).
 _PG_INSERT = (
@@ -229,25 +234,52 @@ def write_audit(
 
 
 def insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert :func:`audit_rows` in the caller's transaction: on PostgreSQL as arrays in one
-    statement of fixed text (an executemany ran one ``INSERT`` per event); on SQLite as an
-    executemany of one cached ``INSERT``."""
+    """Insert :func:`audit_rows` in the caller's transaction, through the driver: on
+    PostgreSQL as arrays in one statement of fixed text (an executemany ran one ``INSERT``
+    per event); on SQLite as an executemany of one ``INSERT``."""
     if not rows:
         return
+    with driver_errors():
+        _insert_audit_rows(connection, rows)
+
+
+def _insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if connection.dialect.name != "postgresql":
-        connection.execute(_INSERT, list(rows))
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(
+                _SQLITE_INSERT,
+                [
+                    (
+                        row["recorded"],
+                        row["interaction"],
+                        row["outcome"],
+                        row["agent"],
+                        row["patient"],
+                        row["content"].decode(),
+                    )
+                    for row in rows
+                ],
+            )
+        finally:
+            cursor.close()
         return
-    connection.exec_driver_sql(
-        _PG_INSERT,
-        {
-            "recorded": [row["recorded"] for row in rows],
-            "interaction": [row["interaction"] for row in rows],
-            "outcome": [row["outcome"] for row in rows],
-            "agent": [row["agent"] for row in rows],
-            "patient": [row["patient"] for row in rows],
-            "docs": json_array([row["content"] for row in rows]),
-        },
-    )
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        cursor.execute(
+            _PG_INSERT,
+            {
+                "recorded": [row["recorded"] for row in rows],
+                "interaction": [row["interaction"] for row in rows],
+                "outcome": [row["outcome"] for row in rows],
+                "agent": [row["agent"] for row in rows],
+                "patient": [row["patient"] for row in rows],
+                "docs": json_array([row["content"] for row in rows]),
+            },
+        )
 
 
 class AuditUnavailable(RuntimeError):

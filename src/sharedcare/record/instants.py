@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from email.utils import formatdate
+from functools import lru_cache
 
 from sharedcare.fhir.internals.primitives import date_range
 
@@ -20,9 +22,16 @@ def to_instant(us: int) -> str:
 
 
 def to_http_date(us: int) -> str:
-    """Epoch microseconds as an HTTP date (for ``Last-Modified``)."""
-    moment = datetime.fromtimestamp(us // 1_000_000, UTC)
-    return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    """Epoch microseconds as an HTTP date (for ``Last-Modified``,
+    https://www.rfc-editor.org/rfc/rfc9110#section-5.6.7)."""
+    return _http_date(us // 1_000_000)
+
+
+@lru_cache(maxsize=1024)
+def _http_date(seconds: int) -> str:
+    # Responses written in the same second share it: formatting was 3.5% of a create's
+    # time on the event loop. ``formatdate`` uses English names whatever the locale.
+    return formatdate(seconds, usegmt=True)
 
 
 def parse_instant_us(text: str) -> int | None:

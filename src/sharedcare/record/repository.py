@@ -28,7 +28,13 @@ from sharedcare.db.tables import IdentityLink, IdxReference, Resource
 from sharedcare.fhir.definitions import is_resource_type, patient_compartment
 from sharedcare.fhir.search_index import extract_index
 from sharedcare.fhir.validation import has_errors, validate
-from sharedcare.record.audit import AuditEntry, AuditWriter, write_audit
+from sharedcare.record.audit import (
+    AuditEntry,
+    AuditWriter,
+    audit_rows,
+    insert_audit_rows,
+    write_audit,
+)
 from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import (
     ConcurrentUpdate,
@@ -486,10 +492,13 @@ class Repository:
         return f"urn:sharedcare:source:{organisation}:{self.context.feed or self.context.user}"
 
     def _commit(self, writes: list[PendingWrite], entries: list[AuditEntry]) -> None:
+        # The AuditEvents are built before the write lock is taken: only the inserts and the
+        # commit run while other writers wait.
+        audits = audit_rows(self.context, entries)
         try:
             with write_connection(self.engine) as connection:
                 self.store.apply(connection, writes)
-                write_audit(connection, self.context, entries)
+                insert_audit_rows(connection, audits)
         except IntegrityError:
             raise Conflict(
                 "another request changed the same resource at the same time; retry the request"
