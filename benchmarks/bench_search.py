@@ -22,7 +22,9 @@ Figures printed:
   latency overall and per kind. Target ≥ 1,000 req/s on 2 cores.
 * **CPU per request** of the API server and PostgreSQL (from ``/proc``, not counting the
   load generator), for the mix and for reads by id: unlike req/s this barely moves when
-  other work shares the machine, so it is the figure to compare between runs.
+  other work shares the machine, so it is the figure to compare between runs. Per kind
+  too (``BENCH_SEARCH_PER_KIND`` serial requests of each; a serial request also pays its
+  own audit commit, which concurrent requests share).
 * **Totals at scale**: serial latency of ``_total=accurate``, ``_total=estimate`` and
   ``_summary=count`` for searches matching ~10% to 100% of a type.
 
@@ -53,6 +55,8 @@ from tests.support.postgres import Cluster, _bindir, _free_port, start_cluster
 RESOURCES = int(os.environ.get("BENCH_SEARCH_RESOURCES", "1000000"))
 REQUESTS = int(os.environ.get("BENCH_SEARCH_REQUESTS", "6000"))
 CONCURRENCY = int(os.environ.get("BENCH_SEARCH_CLIENTS", "16"))
+# Requests of each kind run serially after the mix (latency and CPU per kind).
+PER_KIND = int(os.environ.get("BENCH_SEARCH_PER_KIND", "150"))
 # A directory to keep the built cluster in: the first run builds into it and stops the
 # server (leaving the files); later runs with the same directory and size start it again
 # and skip the build. Delete the directory to rebuild.
@@ -389,19 +393,27 @@ def _mix(base: str, patients: int, roots: list[int]) -> None:
         f"({sum(search_cpu[1:]):.2f} + {search_cpu[0]:.2f}), reads by id {read_ms:.2f} ms "
         f"({sum(read_cpu[1:]):.2f} + {read_cpu[0]:.2f}); ratio {search_ms / read_ms:.2f}"
     )
-    # Per kind, serially, so each latency is the request's own cost.
+    # Per kind, serially, so each latency is the request's own cost; and the CPU per
+    # request of each kind (API server + PostgreSQL), to see which kinds cost the most.
+    paths: dict[str, list[str]] = defaultdict(list)
+    for kind, _, path in plan:
+        if len(paths[kind]) < PER_KIND:
+            paths[kind].append(path)
     with httpx.Client(base_url=base, timeout=60) as client:
-        by_kind: dict[str, list[float]] = defaultdict(list)
-        for kind, _, path in plan[:600]:
-            started = time.perf_counter()
-            response = client.get(path)
-            by_kind[kind].append((time.perf_counter() - started) * 1000)
-            assert response.status_code == 200, (path, response.text[:200])
-    for kind, values in by_kind.items():
-        print(
-            f"    {kind:16s} p50 {percentile(values, 50):6.1f} ms  "
-            f"p99 {percentile(values, 99):6.1f} ms  (serial, one client)"
-        )
+        for kind, kind_paths in paths.items():
+            values = []
+            cpu = [_cpu_seconds([root]) for root in roots]
+            for path in kind_paths:
+                started = time.perf_counter()
+                response = client.get(path)
+                values.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, (path, response.text[:200])
+            kind_cpu = _cpu_ms(roots, cpu, len(kind_paths))
+            print(
+                f"    {kind:16s} p50 {percentile(values, 50):6.1f} ms  "
+                f"p99 {percentile(values, 99):6.1f} ms  (serial, one client); CPU "
+                f"{sum(kind_cpu):.2f} ms ({sum(kind_cpu[1:]):.2f} + {kind_cpu[0]:.2f})"
+            )
 
 
 def _totals(base: str) -> None:

@@ -4,24 +4,29 @@ A query string is parsed (:func:`parse_search`) into a :class:`SearchRequest` - 
 :class:`Clause` per parameter occurrence: repeated parameters AND, comma-separated values
 OR - and compiled (:func:`compile_search`) into SQL: each clause becomes
 ``resource.pk IN (SELECT res FROM idx_<type> WHERE param = … AND …)`` on the index table of
-its parameter type, whose primary key leads with the parameter and value.
+its parameter type, whose primary key leads with the parameter and value. Compiling splits a
+search into its *shape* and its values (:mod:`.signature`); the SQL is built once per shape,
+with placeholders, and run with each request's values
+(``docs/decisions/0017-search-statements-per-shape.md``).
 
-Modules: :mod:`.parse` (query → request), :mod:`.clauses` (clauses → SQL, chains,
-``_has``), :mod:`.composite`, :mod:`.paging` (sort and keyset cursors), :mod:`.execute`
-(running a search: page, total, links), :mod:`.include` (``_include`` / ``_revinclude``)
-and :mod:`.shape` (``_summary`` / ``_elements``).
+Modules: :mod:`.parse` (query → request), :mod:`.signature` (request → shape and values),
+:mod:`.clauses` (shapes → SQL, chains, ``_has``), :mod:`.composite`, :mod:`.paging` (sort
+and keyset cursors), :mod:`.execute` (running a search: page, total, links),
+:mod:`.include` (``_include`` / ``_revinclude``) and :mod:`.shape` (``_summary`` /
+``_elements``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, distinct, func, select
+from sqlalchemy import Select, and_, bindparam, distinct, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from sharedcare.record.search.clauses import RESOURCE, Compiler, ParamId
+from sharedcare.record.derived import stored_codes
+from sharedcare.record.search.clauses import RESOURCE, Compiler, ParamId, Slots
 from sharedcare.record.search.model import (
     DEFAULT_COUNT,
     MAX_COUNT,
@@ -31,6 +36,7 @@ from sharedcare.record.search.model import (
 )
 from sharedcare.record.search.paging import SortKey, after, order_by, sort_keys
 from sharedcare.record.search.parse import RESULT_PARAMETERS, parse_search
+from sharedcare.record.search.signature import Shape, Shaper
 
 __all__ = [
     "DEFAULT_COUNT",
@@ -39,6 +45,7 @@ __all__ = [
     "Clause",
     "CompiledSearch",
     "Include",
+    "SearchPlan",
     "SearchRequest",
     "compile_search",
     "parse_search",
@@ -46,8 +53,9 @@ __all__ = [
 
 
 @dataclass(slots=True)
-class CompiledSearch:
-    """A search as SQL: its filter, its order and, where possible, its index scans.
+class SearchPlan:
+    """A search's SQL for one shape, with placeholders for its values (shared by every
+    request of that shape).
 
     Attributes:
         where: The condition on ``resource``.
@@ -61,24 +69,29 @@ class CompiledSearch:
     keys: list[SortKey]
     index_scans: list[Select[Any]] | None
     whole_type: str | None = None
+    pages: dict[tuple[Any, ...], Select[Any]] = field(default_factory=dict)
+    counted: Select[Any] | None = None
 
-    def page(
-        self,
-        limit: int,
-        *,
-        offset: int = 0,
-        anchor: list[Any] | None = None,
-        before: bool = False,
-        columns: Sequence[Any] = (),
-    ) -> Select[Any]:
-        """One page: ``pk``, the sort values (``k0`` …) and ``columns``, for the rows after
-        ``anchor`` (or before it)."""
-        where = self.where
-        if anchor is not None:
-            where = and_(where, after(self.keys, anchor, before=before))
-        keys = [k.expr.label(f"k{i}") for i, k in enumerate(self.keys[:-1])]
-        query = select(RESOURCE.c.pk, *keys, *columns).where(where)
-        return query.order_by(*order_by(self.keys, reverse=before)).limit(limit).offset(offset)
+    def page(self, anchor: list[Any] | None, before: bool, columns: Sequence[Any]) -> Select[Any]:
+        """One page (built once per anchor shape): ``pk``, the sort values (``k0`` …) and
+        ``columns``, for the rows after ``anchor`` (or before it); the anchor's values are
+        the placeholders ``a0`` …, the limit and offset ``page_limit`` and ``page_offset``."""
+        pattern = None if anchor is None else tuple(v is None for v in anchor)
+        key = (pattern, before)
+        query = self.pages.get(key)
+        if query is None:
+            where = self.where
+            if pattern is not None:
+                slots: list[Any] = [
+                    None if empty else bindparam(f"a{i}") for i, empty in enumerate(pattern)
+                ]
+                where = and_(where, after(self.keys, slots, before=before))
+            keys = [k.expr.label(f"k{i}") for i, k in enumerate(self.keys[:-1])]
+            query = select(RESOURCE.c.pk, *keys, *columns).where(where)
+            query = query.order_by(*order_by(self.keys, reverse=before))
+            query = query.limit(bindparam("page_limit")).offset(bindparam("page_offset"))
+            self.pages[key] = query
+        return query
 
     def count(self) -> Select[Any]:
         """``SELECT count`` of the matches.
@@ -91,24 +104,63 @@ class CompiledSearch:
         a selective scan AND a broad one in under a millisecond against 45 ms
         (``benchmarks/bench_search.py`` at 1M resources).
         """
+        if self.counted is not None:
+            return self.counted
         scans = self.index_scans
         if scans:
             first = scans[0].subquery()
             key = first.c[0]
             query = select(func.count(distinct(key)))
-            return query.where(*(key.in_(scan) for scan in scans[1:]))
-        if self.whole_type is not None:
+            query = query.where(*(key.in_(scan) for scan in scans[1:]))
+        elif self.whole_type is not None:
             # Every row of the type less its deleted rows: two index-only counts (the
             # second on the partial index of deleted rows) instead of reading the table.
             rows = RESOURCE.c.resource_type == self.whole_type
             every = select(func.count()).select_from(RESOURCE).where(rows)
             deleted = select(func.count()).select_from(RESOURCE).where(rows, RESOURCE.c.deleted)
-            return select(every.scalar_subquery() - deleted.scalar_subquery())
-        return select(func.count()).select_from(RESOURCE).where(self.where)
+            query = select(every.scalar_subquery() - deleted.scalar_subquery())
+        else:
+            query = select(func.count()).select_from(RESOURCE).where(self.where)
+        self.counted = query
+        return query
 
     def matches(self) -> Select[Any]:
         """``SELECT pk`` of every match (for estimates)."""
         return select(RESOURCE.c.pk).where(self.where)
+
+
+@dataclass(slots=True)
+class CompiledSearch:
+    """A search ready to run: its plan (shared by searches of the same shape) and this
+    request's values for the plan's placeholders (``v0`` …)."""
+
+    plan: SearchPlan
+    params: dict[str, Any]
+
+    @property
+    def keys(self) -> list[SortKey]:
+        """The order, ending with ``pk``."""
+        return self.plan.keys
+
+    def page(
+        self,
+        limit: int,
+        *,
+        offset: int = 0,
+        anchor: list[Any] | None = None,
+        before: bool = False,
+        columns: Sequence[Any] = (),
+    ) -> tuple[Select[Any], dict[str, Any]]:
+        """One page's query and its values (see :meth:`SearchPlan.page`)."""
+        params = {**self.params, "page_limit": limit, "page_offset": offset}
+        if anchor is not None:
+            params.update((f"a{i}", v) for i, v in enumerate(anchor) if v is not None)
+        return self.plan.page(anchor, before, columns), params
+
+
+#: Plans by shape. Bounded: when full, the oldest shape is dropped (rebuilt if seen again).
+_PLANS: dict[tuple[Any, ...], SearchPlan] = {}
+MAX_PLANS = 2000
 
 
 def compile_search(
@@ -119,7 +171,8 @@ def compile_search(
     bytewise: bool = False,
     extra: ColumnElement[bool] | Select[Any] | None = None,
 ) -> CompiledSearch:
-    """Compile a parsed search.
+    """Compile a parsed search: its values and shape (:mod:`.signature`), then the plan for
+    that shape, built on first use and kept (a search's SQL depends on its shape only).
 
     Args:
         request: The parsed search.
@@ -128,20 +181,48 @@ def compile_search(
         bytewise: Text compares in byte (code point) order (SQLite; PostgreSQL with a C
             collation), so string prefixes can be searched as index ranges.
         extra: A further restriction (e.g. a compartment): a condition on ``resource``, or
-            a ``SELECT res`` of index rows the matches must be among.
+            a ``SELECT res`` of index rows the matches must be among. A search with one
+            is built for itself, not kept.
     """
-    compiler = Compiler(param_id, request.resource_type, RESOURCE, dialect, bytewise=bytewise)
+    shaper = Shaper(param_id, bytewise=bytewise)
+    rtype = request.resource_type
+    shapes = tuple(shaper.clause(rtype, clause) for clause in request.clauses)
+    params = {f"v{i}": value for i, value in enumerate(shaper.values)}
+    sort = tuple(
+        (code, descending, tuple(param_id(rtype, c) for c in stored_codes(rtype, code)))
+        for code, descending in request.sort
+        if not code.startswith("_")
+    )
+    key = (dialect, bytewise, rtype, shapes, tuple(request.sort), sort)
+    plan = _PLANS.get(key) if extra is None else None
+    if plan is None:
+        plan = _build(request, shapes, param_id, dialect, extra)
+        if extra is None:
+            if len(_PLANS) >= MAX_PLANS:
+                _PLANS.pop(next(iter(_PLANS)), None)
+            _PLANS[key] = plan
+    return CompiledSearch(plan, params)
+
+
+def _build(
+    request: SearchRequest,
+    shapes: tuple[Shape, ...],
+    param_id: ParamId,
+    dialect: str,
+    extra: ColumnElement[bool] | Select[Any] | None,
+) -> SearchPlan:
+    compiler = Compiler(request.resource_type, RESOURCE, dialect, Slots())
     conditions: list[ColumnElement[bool]] = [
         RESOURCE.c.resource_type == request.resource_type,
         RESOURCE.c.deleted.is_(False),
     ]
     scans: list[Select[Any]] | None = []
-    for clause in request.clauses:
+    for shape in shapes:
         # One semi-join per clause. (Nesting them into one, the scans matched with each
         # other before any resource is read, was tried at 1M resources: twice as fast for
         # two string prefixes, but PostgreSQL then misjudged a chain's selectivity and
         # walked all 600,000 Observations in date order: 1.1 s instead of 0.1 ms.)
-        part = compiler.clause(clause)
+        part = compiler.clause(shape)
         conditions.append(part.condition)
         if part.index is None:
             scans = None
@@ -156,4 +237,4 @@ def compile_search(
         scans = None
     keys = sort_keys(RESOURCE, request.resource_type, request.sort, param_id)
     whole = request.resource_type if not request.clauses and extra is None else None
-    return CompiledSearch(and_(*conditions), keys, scans or None, whole)
+    return SearchPlan(and_(*conditions), keys, scans or None, whole)

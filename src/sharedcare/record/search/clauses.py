@@ -8,18 +8,31 @@ res`` so that counting can intersect index scans without touching ``resource``.
 Chains (https://hl7.org/fhir/R4/search.html#chaining) compile the chained parameter against
 the target type and match reference rows whose target is in that result; ``_has``
 (https://hl7.org/fhir/R4/search.html#has) does the reverse.
+
+The :class:`Compiler` builds from a clause's shape (:mod:`.signature`), with placeholders for
+its values, so the SQL is built once per shape and reused.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Select, and_, cast, false, func, literal, not_, or_, select, true
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    cast,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -34,20 +47,25 @@ from sharedcare.db.tables import (
     IdxUri,
     Resource,
 )
-from sharedcare.fhir.definitions import is_resource_type, search_parameters
+from sharedcare.fhir.definitions import search_parameters
 from sharedcare.fhir.internals.primitives import date_range
-from sharedcare.fhir.search_index import normalize_string
-from sharedcare.record.derived import stored_codes
 from sharedcare.record.errors import InvalidRequest
 from sharedcare.record.keys import system_key
 from sharedcare.record.search.model import Clause
 from sharedcare.record.search.parse import split_escaped, unescape
+from sharedcare.record.search.signature import (
+    PREFIXES,
+    ParamId,
+    Shape,
+    date_bounds,
+    like_escape,
+    prefix_of,
+    thaw,
+)
 
-ParamId = Callable[[str, str], "int | None"]
+__all__ = ["PREFIXES", "ParamId", "like_escape", "prefix_of"]
 
 RESOURCE: Any = Resource.__table__
-PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-_DAY_US = 86_400_000_000
 
 TABLES: dict[str, Any] = {
     "string": IdxString.__table__,
@@ -78,18 +96,6 @@ class Part:
     index: Select[Any] | None = None
 
 
-def prefix_of(value: str) -> tuple[str, str]:
-    """Split a comparison prefix (https://hl7.org/fhir/R4/search.html#prefix) off a value."""
-    if len(value) > 2 and value[:2] in PREFIXES and not value[2].isalpha():
-        return value[:2], value[2:]
-    return "eq", value
-
-
-def like_escape(text: str) -> str:
-    """Escape ``LIKE`` wildcards (the escape character is ``\\``)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def search_date_range(value: str, name: str) -> tuple[int, int]:
     """The ``[low, high)`` range a date search value covers, or a 400 naming the parameter."""
     rng = date_range(value)
@@ -103,13 +109,23 @@ def search_date_range(value: str, name: str) -> tuple[int, int]:
 
 
 def date_condition(prefix: str, lo: int, hi: int, low: Any, high: Any) -> ColumnElement[bool]:
-    """R4 comparison of a target range ``[low, high)`` with a search range ``[lo, hi)``.
+    """R4 comparison of a target range ``[low, high)`` with a search range ``[lo, hi)``
+    (see :func:`date_compare`)."""
+    return date_compare(prefix, *date_bounds(prefix, lo, hi), low, high)
+
+
+def date_compare(prefix: str, lo: Any, hi: Any, low: Any, high: Any) -> ColumnElement[bool]:
+    """R4 comparison of a target range ``[low, high)`` with the bounds
+    :func:`~sharedcare.record.search.signature.date_bounds` gives for a search range.
 
     https://hl7.org/fhir/R4/search.html#date: ``eq`` when the search range contains the
     target's; ``gt``/``lt`` when the target's range reaches beyond it; ``ge``/``le`` either;
     ``sa``/``eb`` when the target starts after / ends before it; ``ap`` when the ranges
-    overlap once widened by 10% of the distance from now (at least a day).
+    overlap once widened by 10% of the distance from now (at least a day): then ``lo`` and
+    ``hi`` are the widened range's upper and lower ends.
     """
+    if prefix == "ap":
+        return and_(low < lo, high > hi)
     contained = and_(low >= lo, high <= hi)
     if prefix == "eq":
         return contained
@@ -125,11 +141,7 @@ def date_condition(prefix: str, lo: int, hi: int, low: Any, high: Any) -> Column
         return or_(low < lo, contained)
     if prefix == "sa":
         return low >= hi  # type: ignore[no-any-return]
-    if prefix == "eb":
-        return high <= lo  # type: ignore[no-any-return]
-    now = time.time_ns() // 1000
-    slack = max(abs(now - lo) // 10, _DAY_US)
-    return and_(low < hi + slack, high > lo - slack)
+    return high <= lo  # type: ignore[no-any-return]
 
 
 def decimal_of(raw: str, name: str) -> Decimal:
@@ -187,97 +199,93 @@ def token_condition(
     return and_(code == value, system == sys)
 
 
+class Slots:
+    """Placeholders for a statement's values, numbered in the order they are taken (the
+    order :class:`~sharedcare.record.search.signature.Shaper` appended the values)."""
+
+    def __init__(self, prefix: str = "v") -> None:
+        self.prefix = prefix
+        self.taken = 0
+
+    def take(self) -> Any:
+        """The next placeholder."""
+        slot: Any = bindparam(f"{self.prefix}{self.taken}")
+        self.taken += 1
+        return slot
+
+
 class Compiler:
-    """Compiles the clauses of a search on one resource type against one resource alias.
+    """Builds the SQL of clause shapes (:mod:`.signature`) on one resource type against one
+    resource alias. Values are placeholders taken from ``slots``, in the order the shapes'
+    values were collected; the few kinds whose values stay in the shape are built with them.
 
     Args:
-        param_id: ``(resource_type, code) -> int | None`` for index parameter ids.
         resource_type: The type searched.
         table: The resource table (or an alias of it, for chains and ``_has``).
         dialect: ``sqlite`` or ``postgresql``.
-        bytewise: Text compares in byte order, so string prefixes become key ranges.
+        slots: Where placeholders come from.
     """
 
-    def __init__(
-        self,
-        param_id: ParamId,
-        resource_type: str,
-        table: Any,
-        dialect: str,
-        *,
-        bytewise: bool = False,
-    ) -> None:
-        self.param_id = param_id
+    def __init__(self, resource_type: str, table: Any, dialect: str, slots: Slots) -> None:
         self.resource_type = resource_type
         self.table = table
         self.dialect = dialect
-        self.bytewise = bytewise
+        self.slots = slots
 
     def _inner(self, resource_type: str, table: Any) -> Compiler:
-        return Compiler(self.param_id, resource_type, table, self.dialect, bytewise=self.bytewise)
+        return Compiler(resource_type, table, self.dialect, self.slots)
 
-    def _param(self, code: str, resource_type: str | None = None) -> int:
-        param = self.param_id(resource_type or self.resource_type, code)
-        if param is None:
-            return -1  # never indexed: matches nothing
-        return param
-
-    def _param_is(self, table: Any, code: str, resource_type: str | None = None) -> Any:
+    def _param_is(self, table: Any, n: int) -> Any:
         """``param = id``, or ``param IN (…)`` for a parameter derived from others
         (``sharedcare.record.derived``)."""
-        rtype = resource_type or self.resource_type
-        codes = stored_codes(rtype, code)
-        if len(codes) == 1:
-            return table.c.param == self._param(codes[0], rtype)
-        return table.c.param.in_([self._param(c, rtype) for c in codes])
+        if n == 1:
+            return table.c.param == self.slots.take()
+        return table.c.param.in_([self.slots.take() for _ in range(n)])
 
-    def clause(self, clause: Clause) -> Part:
-        """Compile one clause."""
+    def clause(self, shape: Shape) -> Part:
+        """Build one clause from its shape."""
         r = self.table
-        if clause.code == "_id":
-            ids = [unescape(v) for v in clause.values]
-            if clause.modifier == "missing":
-                return Part(false() if clause.values[0] == "true" else true())
-            condition = r.c.id.in_(ids)
-            return Part(not_(condition) if clause.modifier == "not" else condition)
-        if clause.code == "_lastUpdated":
-            if clause.modifier == "missing":
-                return Part(false() if clause.values[0] == "true" else true())
-            parts = []
-            for raw in clause.values:
-                prefix, value = prefix_of(raw)
-                lo, hi = search_date_range(value, clause.name)
-                parts.append(date_condition(prefix, lo, hi, r.c.last_updated, r.c.last_updated + 1))
-            return Part(or_(*parts))
-        if clause.has is not None:
-            return Part(self._has(clause))
-        if clause.chain:
-            return self._semi(self._chain(clause))
-        table = TABLES[clause.type]
-        if clause.modifier == "missing":
-            present: Any = select(table.c.res).where(self._param_is(table, clause.code))
-            if clause.type == "reference":  # a logical reference (identifier only) is a value
-                ident = self._param(f"{clause.code}:identifier")
+        take = self.slots.take
+        kind = shape[0]
+        if kind == "const":
+            return Part(true() if shape[1] else false())
+        if kind == "_id":
+            _, n, negate = shape
+            condition = r.c.id.in_([take() for _ in range(n)])
+            return Part(not_(condition) if negate else condition)
+        if kind == "_lastUpdated":
+            low, high = r.c.last_updated, r.c.last_updated + 1
+            return Part(or_(*(date_compare(p, take(), take(), low, high) for p in shape[1])))
+        if kind == "has":
+            return Part(self._has(shape))
+        if kind == "chain":
+            return self._semi(self._chain(shape))
+        if kind == "missing":
+            _, type_, n, reference, missing = shape
+            table = TABLES[type_]
+            present: Any = select(table.c.res).where(self._param_is(table, n))
+            if reference:  # a logical reference (identifier only) is a value
                 either = present.union_all(
-                    select(_T_TOKEN.c.res).where(_T_TOKEN.c.param == ident)
+                    select(_T_TOKEN.c.res).where(_T_TOKEN.c.param == take())
                 ).subquery()
                 present = select(either.c.res)
-            if clause.values[0] == "true":
+            if missing:
                 return Part(not_(r.c.pk.in_(present)))
             return self._semi(present)
-        if clause.type == "reference" and clause.modifier == "identifier":
-            ident = self._param(f"{clause.code}:identifier")
-            conds = [
-                token_condition(v, _T_TOKEN.c.code, _T_TOKEN.c.system_id, keyed=True)
-                for v in clause.values
-            ]
-            return self._semi(select(_T_TOKEN.c.res).where(_T_TOKEN.c.param == ident, or_(*conds)))
-        if clause.type == "token" and clause.modifier == "of-type":
-            return self._of_type(clause)
-        handler = getattr(self, f"_{clause.type}")
-        conditions = [handler(v, clause) for v in clause.values]
-        index = select(table.c.res).where(self._param_is(table, clause.code), or_(*conditions))
-        if clause.type == "token" and clause.modifier == "not":
+        if kind == "identifier":
+            t = _T_TOKEN
+            param = t.c.param == take()
+            conds = [self._token_value(v, t.c.code, t.c.system_id) for v in shape[1]]
+            return self._semi(select(t.c.res).where(param, or_(*conds)))
+        if kind == "of-type":
+            return self._of_type(thaw(shape[1]), shape[2])
+        _, type_, n, values, negate, modifier, name, code = shape
+        table = TABLES[type_]
+        param_is = self._param_is(table, n)
+        clause = Clause(code, type_, modifier, [], name)
+        conditions = [self._value(type_, v, clause) for v in values]
+        index = select(table.c.res).where(param_is, or_(*conditions))
+        if negate:
             return Part(not_(r.c.pk.in_(index)))
         return self._semi(index)
 
@@ -286,60 +294,49 @@ class Compiler:
 
     # -- per type: a condition on the index table ------------------------------------------
 
-    def _token(self, raw: str, clause: Clause) -> ColumnElement[bool]:
-        t = _T_TOKEN
-        if clause.modifier == "text":
-            pattern = "%" + like_escape(normalize_string(unescape(raw))) + "%"
-            return t.c.text.like(pattern, escape="\\")  # type: ignore[no-any-return]
-        return token_condition(raw, t.c.code, t.c.system_id, keyed=True)
+    def _token_value(self, shape: Shape, code: Any, system: Any) -> ColumnElement[bool]:
+        take = self.slots.take
+        if shape[0] == "code":
+            return code == take()  # type: ignore[no-any-return]
+        if shape[0] == "system":
+            return system == take()  # type: ignore[no-any-return]
+        value = take()
+        return and_(code == value, system == take())
 
-    def _string(self, raw: str, clause: Clause) -> ColumnElement[bool]:
-        t = _T_STRING
-        value = unescape(raw)
-        if clause.modifier == "exact":
-            return t.c.exact == value  # type: ignore[no-any-return]
-        text = normalize_string(value)
-        if clause.modifier == "contains":
-            return t.c.value.like(f"%{like_escape(text)}%", escape="\\")  # type: ignore[no-any-return]
-        last = ord(text[-1]) + 1 if text else 0
-        if self.bytewise and text and last <= 0x10FFFF and not 0xD800 <= last <= 0xDFFF:
-            # Under byte-order collation the strings starting with ``text`` are exactly the
-            # key range [text, text with its last character incremented): the index finds
-            # them, and no LIKE is added (PostgreSQL would multiply the two conditions'
-            # selectivities and under-estimate the matches, which misleads its plans).
-            upper = text[:-1] + chr(last)
-            return and_(t.c.value >= text, t.c.value < upper)
-        return t.c.value.like(f"{like_escape(text)}%", escape="\\")  # type: ignore[no-any-return]
-
-    def _reference(self, raw: str, clause: Clause) -> ColumnElement[bool]:
-        t = _T_REF
-        raw = unescape(raw)
-        if raw.startswith(("http://", "https://", "urn:")):
-            tail = raw.rstrip("/").split("/")
-            if len(tail) >= 2 and is_resource_type(tail[-2]):
-                same = and_(t.c.target_type == tail[-2], t.c.target_id == tail[-1])
-                return or_(t.c.url == raw, same)
-            return t.c.url == raw  # type: ignore[no-any-return]
-        parts = raw.split("/")
-        if len(parts) >= 4 and parts[-2] == "_history" and is_resource_type(parts[-4]):
-            parts = parts[-4:-2]
-        if len(parts) >= 2 and is_resource_type(parts[-2]):
-            target_type: str | None = parts[-2]
-            target_id = parts[-1]
-            if clause.modifier and clause.modifier != target_type:
+    def _value(self, type_: str, shape: Shape, clause: Clause) -> ColumnElement[bool]:
+        take = self.slots.take
+        kind = shape[0]
+        if kind == "literal":
+            handler = getattr(self, f"_{type_}")
+            return handler(shape[1], clause)  # type: ignore[no-any-return]
+        if type_ == "token":
+            if kind == "like":
+                return _T_TOKEN.c.text.like(take(), escape="\\")  # type: ignore[no-any-return]
+            return self._token_value(shape, _T_TOKEN.c.code, _T_TOKEN.c.system_id)
+        if type_ == "string":
+            t = _T_STRING
+            if kind == "exact":
+                return t.c.exact == take()  # type: ignore[no-any-return]
+            if kind == "like":
+                return t.c.value.like(take(), escape="\\")  # type: ignore[no-any-return]
+            low = take()
+            return and_(t.c.value >= low, t.c.value < take())
+        if type_ == "reference":
+            t = _T_REF
+            if kind == "false":
                 return false()
-        else:
-            target_type, target_id = clause.modifier, raw
-        condition = t.c.target_id == target_id
-        if target_type:
-            condition = and_(condition, t.c.target_type == target_type)
-        return condition  # type: ignore[no-any-return]
-
-    def _date(self, raw: str, clause: Clause) -> ColumnElement[bool]:
-        t = _T_DATE
-        prefix, value = prefix_of(raw)
-        lo, hi = search_date_range(value, clause.name)
-        return date_condition(prefix, lo, hi, t.c.low, t.c.high)
+            if kind == "url|target":
+                url = take()
+                target_type = take()
+                same = and_(t.c.target_type == target_type, t.c.target_id == take())
+                return or_(t.c.url == url, same)
+            if kind == "url":
+                return t.c.url == take()  # type: ignore[no-any-return]
+            condition = t.c.target_id == take()
+            if kind == "id|type":
+                condition = and_(condition, t.c.target_type == take())
+            return condition  # type: ignore[no-any-return]
+        return date_compare(kind, take(), take(), _T_DATE.c.low, _T_DATE.c.high)
 
     def _number(self, raw: str, clause: Clause) -> ColumnElement[bool]:
         prefix, value = prefix_of(raw)
@@ -370,10 +367,12 @@ class Compiler:
 
     # -- chains, _has and :of-type ----------------------------------------------------------
 
-    def _chain(self, clause: Clause) -> Select[Any]:
+    def _chain(self, shape: Shape) -> Select[Any]:
+        _, n, chain = shape
         t = _T_REF
+        param_is = self._param_is(t, n)
         options = []
-        for target_type, inner in clause.chain:
+        for target_type, inner in chain:
             alias = RESOURCE.alias()
             part = self._inner(target_type, alias).clause(inner)
             if part.index is not None:
@@ -387,11 +386,10 @@ class Compiler:
                     part.condition,
                 )
             options.append(and_(t.c.target_type == target_type, t.c.target_id.in_(targets)))
-        return select(t.c.res).where(self._param_is(t, clause.code), or_(*options))
+        return select(t.c.res).where(param_is, or_(*options))
 
-    def _has(self, clause: Clause) -> ColumnElement[bool]:
-        assert clause.has is not None
-        source, ref_code, inner = clause.has
+    def _has(self, shape: Shape) -> ColumnElement[bool]:
+        _, source, inner, n = shape
         alias = RESOURCE.alias()
         part = self._inner(source, alias).clause(inner)
         if part.index is not None:
@@ -402,13 +400,13 @@ class Compiler:
             )
         t = _T_REF
         targets = select(t.c.target_id).where(
-            self._param_is(t, ref_code, source),
+            self._param_is(t, n),
             t.c.target_type == self.resource_type,
             t.c.res.in_(referrers),
         )
         return self.table.c.id.in_(targets)  # type: ignore[no-any-return]
 
-    def _of_type(self, clause: Clause) -> Part:
+    def _of_type(self, clause: Clause, param: int) -> Part:
         """``identifier:of-type=type-system|type-code|value``
         (https://hl7.org/fhir/R4/search.html#token): the index narrows by value, then the
         identifier's ``type`` is checked in the stored JSON."""
@@ -431,7 +429,7 @@ class Compiler:
                 )
             system, code, value = parts
             indexed = self.table.c.pk.in_(
-                select(t.c.res).where(t.c.param == self._param(clause.code), t.c.code == value)
+                select(t.c.res).where(t.c.param == param, t.c.code == value)
             )
             typed = or_(*(self._identifier_typed(e, system, code, value) for e in elements))
             options.append(and_(indexed, typed))

@@ -46,14 +46,14 @@ def run_search(
         before = direction == "prev"
     size = request.count
     width = len(compiled.keys)
-    query = compiled.page(
+    query, params = compiled.page(
         size + 1,
         offset=request.offset,
         anchor=anchor,
         before=before,
         columns=page_columns(connection),
     )
-    rows = list(connection.execute(query).all())
+    rows = list(connection.execute(query, params).all())
     more = len(rows) > size
     rows = rows[:size]
     if before:
@@ -75,18 +75,19 @@ def run_search(
 
 
 def _total(connection: Connection, compiled: CompiledSearch, mode: str) -> int:
+    plan = compiled.plan
     if mode == "estimate" and connection.dialect.name == "postgresql":
         # The planner's row estimate for each index scan (its statistics on the index
         # columns are good); the matches are at most the smallest of them.
-        scans = compiled.index_scans or [compiled.matches()]
-        return min(_planned_rows(connection, scan) for scan in scans)
-    return int(connection.scalar(compiled.count()) or 0)
+        scans = plan.index_scans or [plan.matches()]
+        return min(_planned_rows(connection, scan, compiled.params) for scan in scans)
+    return int(connection.scalar(plan.count(), compiled.params) or 0)
 
 
-def _planned_rows(connection: Connection, query: Any) -> int:
+def _planned_rows(connection: Connection, query: Any, params: dict[str, Any]) -> int:
     statement = query.compile(dialect=connection.dialect)
     plan = connection.exec_driver_sql(
-        "EXPLAIN (FORMAT JSON) " + str(statement), statement.params
+        "EXPLAIN (FORMAT JSON) " + str(statement), statement.construct_params(params)
     ).scalar()
     if isinstance(plan, list) and plan:
         return int(plan[0]["Plan"]["Plan Rows"])
@@ -96,16 +97,23 @@ def _planned_rows(connection: Connection, query: Any) -> int:
 def page_columns(connection: Connection) -> list[Any]:
     """The resource columns a page (or an include step) returns, so resources come back in
     the same query that finds them."""
-    content = RESOURCE.c.content
-    if connection.dialect.name == "postgresql":
-        content = cast(content, Text)  # jsonb as text: handed to the client as it is
-    return [
-        RESOURCE.c.resource_type,
-        RESOURCE.c.id,
-        RESOURCE.c.version_id,
-        RESOURCE.c.last_updated,
-        content.label("content"),
-    ]
+    dialect = connection.dialect.name
+    columns = _COLUMNS.get(dialect)
+    if columns is None:
+        content = RESOURCE.c.content
+        if dialect == "postgresql":
+            content = cast(content, Text)  # jsonb as text: handed to the client as it is
+        columns = _COLUMNS[dialect] = [
+            RESOURCE.c.resource_type,
+            RESOURCE.c.id,
+            RESOURCE.c.version_id,
+            RESOURCE.c.last_updated,
+            content.label("content"),
+        ]
+    return columns
+
+
+_COLUMNS: dict[str, list[Any]] = {}
 
 
 def stored_of(row: Sequence[Any]) -> StoredResource:

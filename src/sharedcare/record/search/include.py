@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, tuple_
+from sqlalchemy import Connection, Select, and_, bindparam, or_, select, tuple_
 
 from sharedcare.db.tables import IdxReference
 from sharedcare.fhir.definitions import search_parameters
@@ -84,18 +84,15 @@ def _step(
     include: Include,
     frontier: list[tuple[int, StoredResource]],
 ) -> list[tuple[int, StoredResource]]:
-    params = _params(include, param_id)
+    params = tuple(_params(include, param_id))
     if not params:
         return []
-    param = REF.c.param == params[0] if len(params) == 1 else REF.c.param.in_(params)
+    values: list[Any]
     if not include.reverse:
-        sources = [pk for pk, stored in frontier if stored.resource_type == include.source]
-        if not sources:
+        values = [pk for pk, stored in frontier if stored.resource_type == include.source]
+        if not values:
             return []
-        targets = select(REF.c.target_type, REF.c.target_id).where(param, REF.c.res.in_(sources))
-        if include.target:
-            targets = targets.where(REF.c.target_type == include.target)
-        wanted: Any = tuple_(RESOURCE.c.resource_type, RESOURCE.c.id).in_(targets)
+        key: tuple[Any, ...] = (include.target, len(values))
     else:
         by_type: dict[str, list[str]] = {}
         for _, stored in frontier:
@@ -103,16 +100,53 @@ def _step(
                 by_type.setdefault(stored.resource_type, []).append(stored.id)
         if not by_type:
             return []
-        pointing = or_(
-            *(and_(REF.c.target_type == t, REF.c.target_id.in_(ids)) for t, ids in by_type.items())
-        )
-        wanted = RESOURCE.c.pk.in_(select(REF.c.res).where(param, pointing))
-        if include.source:
-            wanted = and_(RESOURCE.c.resource_type == include.source, wanted)
-    query = (
+        key = (include.source, tuple((t, len(ids)) for t, ids in by_type.items()))
+        values = [x for t, ids in by_type.items() for x in (t, *ids)]
+    key = (connection.dialect.name, include.reverse, params, *key)
+    query = _STEPS.get(key)
+    if query is None:
+        query = _step_query(connection, include, key)
+        if len(_STEPS) >= MAX_STEPS:
+            _STEPS.pop(next(iter(_STEPS)), None)
+        _STEPS[key] = query
+    bound = {f"s{i}": value for i, value in enumerate(values)}
+    bound.update((f"p{i}", param) for i, param in enumerate(params))
+    return [(row[0], stored_of(row)) for row in connection.execute(query, bound).all()]
+
+
+#: Include steps' statements by shape (the values are bound: ``p0`` … the parameter ids,
+#: ``s0`` … the keys, or the types and ids, of the current set). Bounded like the plans.
+_STEPS: dict[tuple[Any, ...], Select[Any]] = {}
+MAX_STEPS = 2000
+
+
+def _step_query(connection: Connection, include: Include, key: tuple[Any, ...]) -> Select[Any]:
+    """The statement of an include step of the shape ``key`` (see :func:`_step`)."""
+    _, reverse, params, *rest = key
+    ids: list[Any] = [bindparam(f"p{i}") for i in range(len(params))]
+    param = REF.c.param == ids[0] if len(ids) == 1 else REF.c.param.in_(ids)
+    if not reverse:
+        target, n = rest
+        sources: list[Any] = [bindparam(f"s{i}") for i in range(n)]
+        targets = select(REF.c.target_type, REF.c.target_id).where(param, REF.c.res.in_(sources))
+        if target:
+            targets = targets.where(REF.c.target_type == target)
+        wanted: Any = tuple_(RESOURCE.c.resource_type, RESOURCE.c.id).in_(targets)
+    else:
+        source, counts = rest
+        options = []
+        taken = 0
+        for _, count in counts:
+            target_type: Any = bindparam(f"s{taken}")
+            ids_of: list[Any] = [bindparam(f"s{taken + 1 + i}") for i in range(count)]
+            taken += 1 + count
+            options.append(and_(REF.c.target_type == target_type, REF.c.target_id.in_(ids_of)))
+        wanted = RESOURCE.c.pk.in_(select(REF.c.res).where(param, or_(*options)))
+        if source:
+            wanted = and_(RESOURCE.c.resource_type == source, wanted)
+    return (
         select(RESOURCE.c.pk, *page_columns(connection))
         .where(wanted, RESOURCE.c.deleted.is_(False))
         .order_by(RESOURCE.c.pk)
         .limit(MAX_INCLUDES)
     )
-    return [(row[0], stored_of(row)) for row in connection.execute(query).all()]
