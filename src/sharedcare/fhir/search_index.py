@@ -62,6 +62,7 @@ from sharedcare.fhir.internals.pathcompile import (
     NotCompilable,
     compile_branch,
     fhirpath_fallback,
+    root_keys,
     split_top,
 )
 from sharedcare.fhir.internals.primitives import DATE_MAX, DATE_MIN, date_range
@@ -418,6 +419,19 @@ class _Compiled:
     #: For composites: per base branch, its extractor and its components in reverse order
     #: (evaluated last-first: the value component is usually the absent one).
     composite: tuple[tuple[Extractor, tuple[_Component, ...]], ...] = ()
+    #: The resource's top-level keys the parameter can take values from: a resource with
+    #: none of them has no value for it. ``None``: any resource may have values.
+    roots: frozenset[str] | None = None
+
+
+def _roots(expr: str, root: ObjectNode, names: frozenset[str]) -> frozenset[str] | None:
+    keys: set[str] = set()
+    for branch in split_top(expr, "|"):
+        found = root_keys(branch, root, names)
+        if found is None:
+            return None
+        keys |= found
+    return frozenset(keys)
 
 
 def _compile_expr(
@@ -487,13 +501,35 @@ def _compiled(resource_type: str) -> tuple[_Compiled, ...]:
     for sp in search_parameters(resource_type).values():
         if sp.expression is None:
             continue
+        roots = _roots(sp.expression, root, names)
         if sp.type == "composite":
             branches, fast = _compile_composite(sp, root, names)
-            out.append(_Compiled(sp.code, sp.type, _nothing, _no_values, fast, branches))
+            out.append(_Compiled(sp.code, sp.type, _nothing, _no_values, fast, branches, roots))
         elif sp.type in _NORMALISERS:
             extract, fast = _compile_expr(sp.expression, root, names)
-            out.append(_Compiled(sp.code, sp.type, extract, _NORMALISERS[sp.type], fast))
+            out.append(_Compiled(sp.code, sp.type, extract, _NORMALISERS[sp.type], fast, (), roots))
     return tuple(out)
+
+
+# (resource type, its top-level keys) -> the parameters that can have values. Resources of
+# one feed share a handful of shapes; the bound only stops unusual traffic growing it.
+_ACTIVE: dict[tuple[str, frozenset[str]], tuple[_Compiled, ...]] = {}
+_ACTIVE_LIMIT = 4096
+
+
+def _active(rtype: str, resource: dict[str, Any]) -> tuple[_Compiled, ...]:
+    """The compiled parameters of ``rtype`` that can take values from this resource."""
+    key = (rtype, frozenset(resource))
+    found = _ACTIVE.get(key)
+    if found is None:
+        keys = key[1]
+        found = tuple(
+            c for c in _compiled(rtype) if c.roots is None or not c.roots.isdisjoint(keys)
+        )
+        if len(_ACTIVE) >= _ACTIVE_LIMIT:
+            _ACTIVE.clear()
+        _ACTIVE[key] = found
+    return found
 
 
 def _nothing(obj: Any) -> list[Item]:
@@ -518,7 +554,7 @@ def extract_index(resource: dict[str, Any]) -> list[IndexValue]:
     if type(rtype) is not str:
         return []
     out: list[Any] = []
-    for c in _compiled(rtype):
+    for c in _active(rtype, resource):
         if c.composite:
             for base, comps in c.composite:
                 items = base(resource)

@@ -36,6 +36,7 @@ from sharedcare.fhir.definitions import (
     node_of_prop,
     required_codes,
 )
+from sharedcare.fhir.internals.fastcheck import certainly_valid, in_value_set
 from sharedcare.fhir.internals.primitives import checker
 from sharedcare.fhir.references import find_references
 
@@ -102,6 +103,8 @@ def validate(resource: object) -> list[Issue]:
     Returns:
         The issues found; empty when the resource is valid.
     """
+    if type(resource) is dict and certainly_valid(resource):
+        return []  # the full walk below would find nothing (see internals.fastcheck)
     issues: list[Issue] = []
     if not isinstance(resource, dict):
         issues.append(Issue("fatal", "structure", "(root)", "A resource must be a JSON object."))
@@ -348,7 +351,7 @@ def _coded_binding(value: dict[str, Any], tc: str, vs: str, loc: str, issues: li
     if not isinstance(codings, list) or not codings:
         return
     for c in codings:
-        if isinstance(c, dict) and c.get("code") in systems.get(c.get("system") or "", ()):
+        if isinstance(c, dict) and in_value_set(c, systems):
             return
     issues.append(
         Issue(

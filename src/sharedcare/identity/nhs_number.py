@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import lru_cache
 
 __all__ = [
     "NHS_NUMBER_SYSTEM",
@@ -81,6 +82,7 @@ def check_digit(first_nine: str) -> int | None:
     return value
 
 
+@lru_cache(maxsize=1 << 16)  # a pure function, asked again for every golden-record rebuild
 def problem(value: str | None) -> NhsNumberProblem | None:
     """Say what is wrong with ``value`` as an NHS number, or ``None`` if it is valid."""
     if value is None or not value.strip():

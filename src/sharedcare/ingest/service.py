@@ -23,7 +23,7 @@ from sharedcare.ingest.hl7v2.ack import AckIdentity
 from sharedcare.ingest.hl7v2.mllp import MllpServer
 from sharedcare.ingest.sink import DatabaseSink
 
-__all__ = ["MllpThread", "run_mllp", "serve_mllp"]
+__all__ = ["MllpThread", "run_mllp", "serve_mllp", "tune_collector"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,22 @@ async def serve_mllp(
             await server.close()
 
 
+_GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_collector() -> None:
+    """Tune the garbage collector of a process that runs the MLLP listener.
+
+    The listener allocates a few thousand short-lived objects per message: young
+    collections run less often, and what start-up built is left out of the older
+    generations' scans (``gc.freeze``), as in the writer process (decision 0014). Called by
+    ``sharedcare mllp`` and by ``serve`` when it runs the listener (:class:`MllpThread`).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
+
+
 def run_mllp(
     engine: Engine,
     host: str,
@@ -79,12 +95,7 @@ def run_mllp(
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Run :func:`serve_mllp` in a new event loop until SIGINT or SIGTERM."""
-
-    # This process is the listener's own: young collections less often (it allocates a
-    # few thousand short-lived objects per message), as in the writer process.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    tune_collector()
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -123,6 +134,7 @@ class MllpThread:
             OSError: If the port cannot be bound.
             TimeoutError: If the listener did not start within ``timeout`` seconds.
         """
+        tune_collector()  # the same collector settings as ``sharedcare mllp``
         self._thread = threading.Thread(target=self._run, name="mllp-listener", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):

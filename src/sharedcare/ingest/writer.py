@@ -37,7 +37,7 @@ from sharedcare.db.engine import write_connection
 from sharedcare.db.tables import Feed, IdentityAction, Message
 from sharedcare.identity.service import SourcePatient, Work, identity_service
 from sharedcare.ingest.hl7v2.mapping import MappedMessage, PatientMerge
-from sharedcare.ingest.stages import Stage
+from sharedcare.ingest.stages import WAITING, Stage
 from sharedcare.ingest.store import FeedRef
 from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.context import RequestContext
@@ -52,6 +52,7 @@ __all__ = [
     "apply_pending_merges",
     "feed_context",
     "finish_messages",
+    "park_failed",
     "write_messages",
 ]
 
@@ -378,6 +379,40 @@ def write_messages(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) ->
     for item in items:
         outcomes.extend(write_messages(engine, store, [item]))
     return outcomes
+
+
+def park_failed(engine: Engine, message_id: int, cause: str) -> bool:
+    """Move a message that could not be written to the error queue (stage ``failed``).
+
+    Only a message still waiting is moved (one another writer finished is left as it is);
+    its feed's error counter goes up with it. The reason names the cause (an exception
+    type, never data) and how to replay the message.
+
+    Returns:
+        True if the message was moved.
+    """
+    reason = (
+        f"the record could not be written ({cause}); it is kept, and can be replayed with "
+        f"`sharedcare ingest replay --id {message_id}`"
+    )
+    with write_connection(engine) as connection:
+        feed_id = connection.execute(
+            update(MESSAGE)
+            .where(MESSAGE.c.id == message_id, MESSAGE.c.stage.in_(WAITING))
+            .values(
+                stage=Stage.FAILED.value,
+                error_stage=Stage.WRITTEN.value,
+                error=reason,
+                updated_at=now_us(),
+            )
+            .returning(MESSAGE.c.feed_id)
+        ).scalar()
+        if feed_id is None:
+            return False
+        connection.execute(
+            update(FEED).where(FEED.c.id == feed_id).values(error_count=FEED.c.error_count + 1)
+        )
+    return True
 
 
 def _fail_alone(engine: Engine, item: ToWrite, cause: str) -> list[Outcome]:

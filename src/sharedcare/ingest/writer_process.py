@@ -44,7 +44,7 @@ from sharedcare.ingest.hl7v2.parse import MessageHeader
 from sharedcare.ingest.pipeline import ReplayReport, process_ids, recover
 from sharedcare.ingest.stages import Stage
 from sharedcare.ingest.store import FeedRef
-from sharedcare.ingest.writer import ToWrite, write_messages
+from sharedcare.ingest.writer import ToWrite, park_failed, write_messages
 
 __all__ = ["WriterProcess", "decode", "encode", "writer_main"]
 
@@ -187,19 +187,61 @@ def decode(handed: _Handed) -> ToWrite:
     return ToWrite(message_id, FeedRef(*feed), mapped)
 
 
+def _write_batch(engine: Engine, store: Any, handed: list[Any]) -> tuple[int, int]:
+    # Mapped by the listener; or, after a restart, ids to read back and map again.
+    report = process_ids(engine, store, [h for h in handed if isinstance(h, int)])
+    items = [decode(h) for h in handed if not isinstance(h, int)]
+    for outcome in write_messages(engine, store, items):
+        report.stages[outcome.stage] += 1
+    return _counts(report)
+
+
 def _write(engine: Engine, store: Any, handed: list[Any]) -> _Done:
+    """Write a batch; if it fails as a whole, each message alone; park those that fail.
+
+    ``write_messages`` already isolates a message its database rejects. Anything else
+    that stops a batch (a defect met by one message's content, a message that cannot be
+    decoded) is retried one message at a time, so the others are written now; a message
+    that still fails is moved to the error queue with the reason
+    (:func:`~sharedcare.ingest.writer.park_failed`), not left ``mapped`` until the next
+    start. If even that cannot be recorded (the database is down), it stays stored and
+    the next start's recovery writes it: nothing is lost either way.
+    """
     ids = [h if isinstance(h, int) else h[0] for h in handed]
     try:
-        # Mapped by the listener; or, after a restart, ids to read back and map again.
-        report = process_ids(engine, store, [h for h in handed if isinstance(h, int)])
-        items = [decode(h) for h in handed if not isinstance(h, int)]
-        for outcome in write_messages(engine, store, items):
-            report.stages[outcome.stage] += 1
-    except Exception as error:  # the rows stay stored (mapped); the next start recovers them
-        logger.error("could not write %d messages: %s", len(ids), type(error).__name__)
-        return _Done(ids, 0, 0)
-    written, failed = _counts(report)
+        written, failed = _write_batch(engine, store, handed)
+        return _Done(ids, written, failed)
+    except Exception as error:
+        if len(handed) == 1:
+            return _Done(ids, 0, _park(engine, handed[0], error))
+        logger.error(
+            "could not write a batch of %d messages (%s); writing them one at a time",
+            len(ids),
+            type(error).__name__,
+        )
+    written = failed = 0
+    for h in handed:
+        try:
+            w, f = _write_batch(engine, store, [h])
+        except Exception as error:
+            f, w = _park(engine, h, error), 0
+        written += w
+        failed += f
     return _Done(ids, written, failed)
+
+
+def _park(engine: Engine, handed: Any, error: Exception) -> int:
+    """Move one message that cannot be written to the error queue; 1 if it was moved."""
+    message_id = handed if isinstance(handed, int) else handed[0]
+    cause = type(error).__name__
+    logger.error("message %s could not be written to the record: %s", message_id, cause)
+    try:
+        return 1 if park_failed(engine, message_id, cause) else 0
+    except Exception as again:  # the database itself: the row stays stored for recovery
+        logger.error(
+            "message %s stays stored until the next start (%s)", message_id, type(again).__name__
+        )
+        return 0
 
 
 class WriterProcess:

@@ -169,6 +169,39 @@ def compile_branch(
     if m is not None and m.group(1) == m.group(2):
         inner, _ends = compile_branch(m.group(1), root, root_names)
         return _exists_not_false(inner), [None]
+    ops, alts = _resolve(expr, root, root_names)
+    if not ops:
+        leaf = alts[0][1]
+        return (lambda obj: [(obj, leaf)]), [alts[0][2]]
+    return _plan(ops), [a[2] for a in alts]
+
+
+def root_keys(expr: str, root: ObjectNode, root_names: frozenset[str]) -> frozenset[str] | None:
+    """The JSON keys of the context object one branch starts from, if it needs one.
+
+    An extractor of :func:`compile_branch` whose first step looks up a field yields nothing
+    when the object has none of these keys, so a caller may skip it for such objects.
+
+    Returns:
+        The keys (every JSON name of the first field: ``valueQuantity``, ``valueString``
+        ...), or ``None`` when the branch may yield values without any (it starts at the
+        object itself, tests existence, or is outside the compiled subset).
+    """
+    if _EXISTS_NOT_FALSE.fullmatch(expr.strip()) is not None:
+        return None
+    try:
+        ops, _alts = _resolve(expr, root, root_names)
+    except NotCompilable:
+        return None
+    if not ops or ops[0][0] != "hop":
+        return None
+    return frozenset(alt[0] for alt in ops[0][1])
+
+
+def _resolve(
+    expr: str, root: ObjectNode, root_names: frozenset[str]
+) -> tuple[list[tuple[str, Any]], list[Alt]]:
+    """The plan of one branch (its operations) and the alternatives it ends on."""
     steps = parse_steps(expr)
     if steps and steps[0][0] == "field" and steps[0][1] in root_names:
         steps = steps[1:]
@@ -204,10 +237,7 @@ def compile_branch(
             ops.append(("resolve", step[1]))
         elif kind == "eq":
             ops.append(("eq", (step[1], step[2])))
-    if not ops:
-        leaf = alts[0][1]
-        return (lambda obj: [(obj, leaf)]), [alts[0][2]]
-    return _plan(ops), [a[2] for a in alts]
+    return ops, alts
 
 
 _EXISTS_NOT_FALSE = re.compile(r"(.+?)\.exists\(\) and (.+?) != false")

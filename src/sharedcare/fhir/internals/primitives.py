@@ -52,10 +52,64 @@ Problem = tuple[str, str]
 Checker = Callable[[object], "Problem | None"]
 
 
+# Patterns with a cheaper test that settles the usual case: a printable string (no
+# whitespace but the space, https://docs.python.org/3/library/stdtypes.html#str.isprintable)
+# matches each of them; anything else is matched with the pattern itself.
+_PRINTABLE_MATCHES = {
+    "[ \\r\\n\\t\\S]+": "non-empty",  # string, markdown
+    "[^\\s]+(\\s[^\\s]+)*": "non-empty, no space",  # code
+    "\\S*": "no space",  # uri, url, canonical
+}
+
+
+@cache
+def string_matcher(type_code: str) -> Callable[[str], bool] | None:
+    """Whether a JSON string is a valid value of a primitive that is valid exactly when it is
+    a JSON string matching its pattern (``code``, ``id``, ``uri``, ``string`` ...); ``None``
+    for the others (numbers, booleans, dates with calendar checks, xhtml, unpatterned types).
+
+    For those types ``checker(type_code)(value) is None`` exactly when
+    ``type(value) is str and string_matcher(type_code)(value)``.
+    """
+    pat = _patterns().get(type_code)
+    if pat is None or type_code in _NUMBER_TYPES or type_code in _NOT_PLAIN_STRINGS:
+        return None
+    fullmatch = pat.fullmatch
+    shortcut = _PRINTABLE_MATCHES.get(pat.pattern)
+    if shortcut == "non-empty":
+
+        def printable(text: str) -> bool:
+            return (text != "" and text.isprintable()) or fullmatch(text) is not None
+
+        return printable
+    if shortcut == "non-empty, no space":
+
+        def printable_word(text: str) -> bool:
+            return (text != "" and " " not in text and text.isprintable()) or fullmatch(
+                text
+            ) is not None
+
+        return printable_word
+    if shortcut == "no space":
+
+        def printable_no_space(text: str) -> bool:
+            return (" " not in text and text.isprintable()) or fullmatch(text) is not None
+
+        return printable_no_space
+
+    def matches(text: str) -> bool:
+        return fullmatch(text) is not None
+
+    return matches
+
+
 @cache
 def checker(type_code: str) -> Checker:
     """Return a fast checker for one primitive type (same results as check_primitive)."""
     pat = _patterns().get(type_code)
+    special = _special_checker(type_code, pat)
+    if special is not None:
+        return special
     if pat is None or type_code in _NUMBER_TYPES or type_code in _NOT_PLAIN_STRINGS:
         return lambda value: check_primitive(type_code, value)
     wrong_type: Problem = ("structure", f"must be a JSON string ({type_code})")
@@ -63,16 +117,79 @@ def checker(type_code: str) -> Checker:
         "value",
         f"is not a valid FHIR {type_code}; see https://hl7.org/fhir/R4/datatypes.html#{type_code}",
     )
-    fullmatch = pat.fullmatch
+    match = string_matcher(type_code)
+    assert match is not None  # a plain patterned string type, as above
 
     def check(value: object) -> Problem | None:
         if type(value) is not str:
             return wrong_type
-        if fullmatch(value) is None:
+        if not match(value):
             return bad_format
         return None
 
     return check
+
+
+_INT_LOWEST = {"integer": INT32_MIN, "positiveInt": 1, "unsignedInt": 0}
+
+
+@cache
+def _real_date(year: int, month: int, day: int) -> bool:
+    try:
+        date(year, month, day)
+    except ValueError:
+        return False
+    return True
+
+
+def _special_checker(type_code: str, pat: re.Pattern[str] | None) -> Checker | None:
+    """Checkers for booleans, numbers and dates that answer the valid case themselves.
+
+    Anything they do not find plainly valid goes to :func:`check_primitive`, so results
+    (the problems and their wording) are exactly its own.
+    """
+
+    def slow(value: object) -> Problem | None:
+        return check_primitive(type_code, value)
+
+    if type_code == "boolean":
+
+        def check_boolean(value: object) -> Problem | None:
+            return None if value is True or value is False else slow(value)
+
+        return check_boolean
+    if type_code == "decimal":
+
+        def check_decimal(value: object) -> Problem | None:
+            tv = type(value)
+            return None if tv is int or tv is float else slow(value)
+
+        return check_decimal
+    lowest = _INT_LOWEST.get(type_code)
+    if lowest is not None:
+
+        def check_int(value: object) -> Problem | None:
+            if type(value) is int and lowest <= value <= INT32_MAX:
+                return None
+            return slow(value)
+
+        return check_int
+    if type_code in ("date", "dateTime", "instant") and pat is not None:
+        fullmatch = pat.fullmatch
+
+        def check_date(value: object) -> Problem | None:
+            if type(value) is str and fullmatch(value) is not None:
+                if len(value) < 10:
+                    return None
+                try:
+                    if _real_date(int(value[0:4]), int(value[5:7]), int(value[8:10])):
+                        return None
+                except ValueError:
+                    pass
+            return slow(value)
+
+        return check_date
+    return None
 
 
 def check_primitive(type_code: str, value: object) -> tuple[str, str] | None:
@@ -136,6 +253,68 @@ def _date_us(y: int, m: int, d: int) -> int:
     return (date(y, m, d).toordinal() - _EPOCH_ORDINAL) * _DAY_US
 
 
+@cache
+def _day_us(year: int, month: int, day: int) -> int:
+    return _date_us(year, month, day)
+
+
+def _time_range(text: str, n: int) -> tuple[int, int] | None:
+    """``date_range`` of the usual ``YYYY-MM-DDThh:mm:ss[.f+](Z|+hh:mm|-hh:mm)`` in plain
+    arithmetic; ``None`` for any other shape (leap seconds, odd offsets...), which
+    ``date_range`` then reads with ``datetime.fromisoformat`` as before."""
+    if (
+        text[4] != "-"
+        or text[7] != "-"
+        or text[13] != ":"
+        or text[16] != ":"
+        or not text[0:4].isdigit()
+        or not text[5:7].isdigit()
+        or not text[8:10].isdigit()
+        or not text[11:13].isdigit()
+        or not text[14:16].isdigit()
+        or not text[17:19].isdigit()
+        or not text[:19].isascii()
+    ):
+        return None
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    end = 19
+    step = _SECOND_US
+    fraction = 0
+    if n > 19 and text[19] == ".":
+        end = 20
+        while end < n and "0" <= text[end] <= "9":
+            end += 1
+        digits = end - 20
+        if digits == 0 or digits > 6:
+            return None
+        fraction = int(text[20:end]) * 10 ** (6 - digits)
+        step = 10 ** (6 - digits)
+    zone = text[end:]
+    if zone == "Z":
+        offset = 0
+    elif (
+        len(zone) == 6
+        and zone[0] in "+-"
+        and zone[3] == ":"
+        and zone[1:3].isdigit()
+        and zone[4:6].isdigit()
+        and zone[1:].isascii()
+    ):
+        zone_hours, zone_minutes = int(zone[1:3]), int(zone[4:6])
+        if zone_hours > 23 or zone_minutes > 59:
+            return None
+        offset = (zone_hours * 60 + zone_minutes) * 60 * _SECOND_US
+        if zone[0] == "-":
+            offset = -offset
+    else:
+        return None
+    day = _day_us(int(text[0:4]), int(text[5:7]), int(text[8:10]))  # ValueError: not a date
+    low = day + ((hour * 60 + minute) * 60 + second) * _SECOND_US + fraction - offset
+    return low, low + step
+
+
 def date_range(text: str) -> tuple[int, int] | None:
     """Return the ``[low, high)`` epoch-microsecond range a FHIR date/dateTime/instant covers.
 
@@ -165,6 +344,9 @@ def date_range(text: str) -> tuple[int, int] | None:
             return low, low + _DAY_US
         if n < 20 or text[10] != "T":
             return None
+        fast = _time_range(text, n)
+        if fast is not None:
+            return fast
         fixed = text
         if text[17:19] == "60":  # leap second: count it as the last second of the minute
             fixed = text[:17] + "59" + text[19:]

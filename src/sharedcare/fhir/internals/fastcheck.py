@@ -1,0 +1,239 @@
+"""A yes/no structural check that finds valid resources valid without building any issue.
+
+:func:`sharedcare.fhir.validation.validate` walks a resource building a FHIRPath location
+for every element it visits, so that any issue it finds can say where. Nearly every
+resource the record writes is valid, and for those the locations are never used. This
+module answers only "is this resource certainly valid?", with one generated Python function
+per object shape (resource, data type, backbone element) and per kind of property, compiled
+on first use from the same element model (https://hl7.org/fhir/R4/json.html):
+
+* ``True`` means the full validation would report no issue: every check it makes
+  (unknown elements, JSON types, arrays and cardinality, empty values, primitive formats,
+  one type per choice element, required elements and required bindings, nested resources)
+  is made here too, with the same rules;
+* ``False`` means "not certainly": there is an issue, or the resource uses a rarer form
+  this check does not follow (``contained`` resources, ``_element`` primitive extensions,
+  ``null`` placeholders). The caller then runs the full validation, whose issues are the
+  answer.
+
+So the result of ``validate`` never depends on this check; only its speed does
+(``tests/unit/fhir/test_fhir_fastcheck.py`` compares the two on every example).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from sharedcare.fhir.definitions import (
+    ObjectNode,
+    Prop,
+    all_required_codes,
+    is_resource_type,
+    node_for_type,
+    node_of_prop,
+    required_codes,
+)
+from sharedcare.fhir.internals.primitives import checker, string_matcher
+
+__all__ = ["certainly_valid", "in_value_set"]
+
+_ENV: dict[str, Any] = {}  # the generated functions' globals, shared so they can call each other
+
+
+def _name(node: ObjectNode) -> str:
+    """The global name of a shape's check; compiled on its first call (shapes nest deeply)."""
+    name = f"node_{id(node)}"
+    if name not in _ENV:
+
+        def first_call(obj: dict[str, Any]) -> bool:
+            check = _compile_node(node, name)
+            _ENV[name] = check
+            return bool(check(obj))
+
+        _ENV[name] = first_call
+    return name
+
+
+_NUMBERS = itertools.count()  # next() is atomic: two threads compiling never share a name
+
+
+def _global(value: Any) -> str:
+    name = f"g{next(_NUMBERS)}"
+    _ENV[name] = value
+    return name
+
+
+def _item_check(prop: Prop, x: str) -> list[str]:
+    """Source lines that ``return False`` unless the value ``x`` of ``prop`` is valid."""
+    tc = prop.type_code
+    vs = prop.element.valueset
+    lines: list[str] = []
+    if prop.is_primitive:
+        matcher = string_matcher(tc)
+        if matcher is not None:
+            lines.append(f"if type({x}) is not str or not {_global(matcher)}({x}):")
+        else:
+            lines.append(f"if {x} is None or {_global(checker(tc))}({x}) is not None:")
+        lines.append("    return False")
+        codes = all_required_codes(vs) if vs is not None and tc == "code" else None
+        if codes is not None:
+            lines += [f"if {x} not in {_global(codes)}:", "    return False"]
+        return lines
+    if tc == "Resource":
+        nested = prop.element.name == "contained"
+        return [
+            f"if type({x}) is not dict or not _resource({x}, {nested}):",
+            "    return False",
+        ]
+    node = node_of_prop(prop)
+    if node is None:
+        return ["return False"]
+    lines += [f"if type({x}) is not dict or not {_name(node)}({x}):", "    return False"]
+    systems = required_codes(vs) if vs is not None and tc in ("Coding", "CodeableConcept") else None
+    if systems is not None:
+        cc = tc == "CodeableConcept"
+        lines += [f"if not _coded({x}, {_global(systems)}, {cc}):", "    return False"]
+    return lines
+
+
+def _compile_prop(prop: Prop) -> Any:
+    """A function: is this JSON value of the property valid (array or single)?"""
+    lines = ["def check(v):"]
+    if prop.is_array:
+        lines += ["    if type(v) is not list or not v:", "        return False"]
+        most = prop.element.max
+        if most is not None:
+            lines += [f"    if len(v) > {most}:", "        return False"]
+        lines.append("    for x in v:")
+        lines += ["        " + line for line in _item_check(prop, "x")]
+    else:
+        lines += ["    if type(v) is list:", "        return False"]
+        lines += ["    " + line for line in _item_check(prop, "v")]
+    lines.append("    return True")
+    env: dict[str, Any] = {}
+    exec("\n".join(lines), _ENV, env)  # noqa: S102 - generated from the packaged model only
+    return env["check"]
+
+
+_PROPS: dict[tuple[Any, ...], Any] = {}  # one check per kind of property, shared by shapes
+
+
+def _lazy_prop(checks: dict[str, Any], key: str, prop: Prop) -> Any:
+    """A stand-in that compiles the property's check on first use and takes its place."""
+
+    def first_use(value: Any) -> bool:
+        tc = prop.type_code
+        sub = None if prop.is_primitive or tc == "Resource" else node_of_prop(prop)
+        el = prop.element
+        kind = (tc, prop.is_array, el.max, el.valueset, el.name == "contained", id(sub))
+        check = _PROPS.get(kind)
+        if check is None:
+            check = _PROPS[kind] = _compile_prop(prop)
+        checks[key] = check
+        return bool(check(value))
+
+    return first_use
+
+
+def _compile_node(node: ObjectNode, name: str) -> Any:
+    """A function: is this JSON object a valid instance of the shape (see ``_object``)?"""
+    checks: dict[str, Any] = {}
+    for key, prop in node.props.items():
+        checks[key] = _lazy_prop(checks, key, prop)
+    choice = {k: p.element.name for k, p in node.props.items() if p.element.is_choice}
+    lines = [
+        "def check(o):",
+        "    if not o:",
+        "        return False",
+        f"    checks = {_global(checks)}",
+    ]
+    if choice:
+        lines += [f"    choice = {_global(choice)}", "    seen = None"]
+    lines += [
+        "    for k, v in o.items():",
+        "        f = checks.get(k)",
+        "        if f is None:",
+    ]
+    if node.is_resource:
+        lines += ["            if k == 'resourceType':", "                continue"]
+    lines += ["            return False", "        if not f(v):", "            return False"]
+    if choice:
+        lines += [
+            "        c = choice.get(k)",
+            "        if c is not None:",
+            "            if seen is None:",
+            "                seen = {c}",
+            "            elif c in seen:",
+            "                return False",
+            "            else:",
+            "                seen.add(c)",
+        ]
+    for el, keys in node.required:
+        # An ``_element`` key has already failed the loop: only the value keys count.
+        values = [k for k in keys if not k.startswith("_")]
+        if el.min == 1:
+            absent = " and ".join(f"{k!r} not in o" for k in values) or "True"
+            lines += [f"    if {absent}:", "        return False"]
+        else:
+            lines += [
+                f"    if max((_count(o.get(k)) for k in {tuple(values)!r}), default=0) < {el.min}:",
+                "        return False",
+            ]
+    lines.append("    return True")
+    env: dict[str, Any] = {}
+    exec("\n".join(lines), _ENV, env)  # noqa: S102 - generated from the packaged model only
+    check = env["check"]
+    check.__qualname__ = check.__name__ = name
+    return check
+
+
+def _count(value: Any) -> int:
+    if value is None:
+        return 0
+    return len(value) if type(value) is list else 1
+
+
+def certainly_valid(resource: dict[str, Any]) -> bool:
+    """True if :func:`~sharedcare.fhir.validation.validate` would find no issue in it.
+
+    ``False`` is not a verdict: run the full validation to learn the issues, if any.
+    """
+    try:
+        return _resource(resource, False)
+    except RecursionError:
+        return False
+
+
+def _resource(obj: dict[str, Any], nested: bool) -> bool:
+    rtype = obj.get("resourceType")
+    if type(rtype) is not str or not is_resource_type(rtype):
+        return False
+    if "contained" in obj and (nested or obj["contained"]):
+        # dom-2 when nested; otherwise ref-1 needs the references found: the full check.
+        return False
+    node = node_for_type(rtype)
+    if node is None:
+        return False
+    check: Any = _ENV[_name(node)]
+    return bool(check(obj))
+
+
+def _coded(value: dict[str, Any], systems: dict[str, frozenset[str]], is_cc: bool) -> bool:
+    """The required binding of a Coding or CodeableConcept (validation's _coded_binding)."""
+    codings = value.get("coding") if is_cc else [value]
+    if not isinstance(codings, list) or not codings:
+        return True
+    return any(isinstance(c, dict) and in_value_set(c, systems) for c in codings)
+
+
+def in_value_set(coding: dict[str, Any], systems: dict[str, frozenset[str]]) -> bool:
+    """Whether a Coding's system and code are in an expanded value set.
+
+    Non-string systems and codes never are (and raise nothing: a list is not hashable).
+    """
+    code, system = coding.get("code"), coding.get("system") or ""
+    return type(code) is str and type(system) is str and code in systems.get(system, ())
+
+
+_ENV.update(_resource=_resource, _coded=_coded, _count=_count)
