@@ -36,8 +36,7 @@ from typing import Any
 import orjson
 from sqlalchemy import text
 
-from benchmarks.bench_search import _cpu_seconds
-from benchmarks.common import load, percentile, served
+from benchmarks.common import cpu_seconds, load, percentile, served, server_roots
 from benchmarks.fhir_bundles import patient_bundle
 from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
@@ -198,23 +197,6 @@ def _disk_sqlite(path: Path) -> tuple[int, int]:
     return sum(size for _, size in parts), count
 
 
-def _server_roots(base: str, postgres_root: Path | None = None) -> list[int]:
-    """The API server (found by its port) and, when given, the PostgreSQL postmaster."""
-    port = base.rsplit(":", 1)[1].encode()
-    roots = []
-    if postgres_root is not None:
-        roots.append(int((postgres_root / "data" / "postmaster.pid").read_text().split()[0]))
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"serve" in argv and port in argv:
-                roots.append(int(entry.name))
-    return roots
-
-
 def _crud_mix(
     base: str, total: int = 3000, concurrency: int = 8, roots: list[int] | None = None
 ) -> None:
@@ -281,14 +263,14 @@ def _crud_mix(
             )
         else:
             plan.append(("DELETE", f"{path}/crud-del-{i}", {}))
-    cpu_before = _cpu_seconds(roots) if roots else 0.0
+    cpu_before = cpu_seconds(roots) if roots else 0.0
     rate, latencies, errors = load(base, lambda i: plan[i], total=total, concurrency=concurrency)
     print(
         f"  CRUD mix {rate:8.0f} req/s   p50 {percentile(latencies, 50):.1f} ms   "
         f"p99 {percentile(latencies, 99):.1f} ms   non-2xx {errors}  (target ≥ 1,500 req/s)"
     )
     if roots:
-        cpu = (_cpu_seconds(roots) - cpu_before) * 1000 / total
+        cpu = (cpu_seconds(roots) - cpu_before) * 1000 / total
         print(f"           server CPU {cpu:.2f} ms/request ({_load_average()})")
     # The floor under the mix: reads by id pay the same HTTP, gate and audit costs.
     reads = [f"/fhir/{s['resourceType']}/{s['id']}" for s in (rng.choice(seeds) for _ in plan)]
@@ -314,7 +296,7 @@ def main() -> None:
             print(f"  import {rate:8.0f} res/s   (target ≥ 3,000; Aidbox 2,678 on 8 vCPU)")
             _disk_postgres(url)
             print(f"  CRUD, 2 server workers, {CRUD_CLIENTS} clients ({_load_average()}):")
-            _crud_mix(base, concurrency=CRUD_CLIENTS, roots=_server_roots(base, cluster.root))
+            _crud_mix(base, concurrency=CRUD_CLIENTS, roots=server_roots(base, cluster.root))
         pg2 = cluster.url_for("inprocess")
         admin = create_engine(url)
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -333,7 +315,7 @@ def main() -> None:
             _disk_sqlite(db)
         with served(f"sqlite:///{db}", workers=2) as base:
             print(f"  CRUD, 2 server workers, {CRUD_CLIENTS} clients ({_load_average()}):")
-            _crud_mix(base, concurrency=CRUD_CLIENTS, roots=_server_roots(base))
+            _crud_mix(base, concurrency=CRUD_CLIENTS, roots=server_roots(base))
         ours = _in_process_import(f"sqlite:///{Path(tmp) / 'inprocess.db'}", bundles)
         raw = _raw_sqlite(Path(tmp) / "raw.db", bundles)
         print(

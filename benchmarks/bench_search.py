@@ -45,7 +45,7 @@ import httpx
 import orjson
 import psycopg
 
-from benchmarks.common import load, percentile, served
+from benchmarks.common import cpu_seconds, load, percentile, served, server_roots
 from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
 from sharedcare.fhir.search_index import extract_index
@@ -204,7 +204,11 @@ def build(url: str, store: SqlStore, patients: int) -> tuple[int, int]:
                 batch += _resources(i, rng)
             if len(batch) < 20_000 and i < patients:
                 continue
-            rows: dict[Any, set[tuple[Any, ...]]] = defaultdict(set)
+            # Each table's rows in ascending resource key order, as the store writes them
+            # (``SqlStore._index_rows``): a resource's rows then share a heap page, which
+            # a probe through ``ix_idx_*_res`` reads (a set's hash order scattered them
+            # over the batch, four pages per probe; ``docs/decisions/0019``).
+            rows: dict[Any, dict[tuple[Any, ...], None]] = defaultdict(dict)
             resources = []
             for resource in batch:
                 pk += 1
@@ -228,7 +232,7 @@ def build(url: str, store: SqlStore, patients: int) -> tuple[int, int]:
                     if param is not None:
                         row = _index_row(value, param, pk)
                         if row is not None:
-                            rows[INDEX_TABLES[type(value)]].add(row)
+                            rows[INDEX_TABLES[type(value)]][row] = None
             with conn.cursor() as cur:
                 with cur.copy(
                     "COPY resource (pk, resource_type, id, version_id, last_updated, deleted, "
@@ -306,56 +310,9 @@ def _plan(base: str, patients: int) -> list[tuple[str, str, str]]:
     return plan
 
 
-def _descendants(root: int) -> list[int]:
-    """``root`` and every process below it (from ``/proc``)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children[int(fields[1])].append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += children.get(pid, [])
-    return out
-
-
-def _cpu_seconds(roots: list[int]) -> float:
-    """CPU time used so far by the process trees under ``roots``, including children that
-    have exited (their time is in their parent's ``cutime``)."""
-    ticks = 0
-    for root in roots:
-        for pid in _descendants(root):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _server_roots(base: str, cluster: Cluster) -> list[int]:
-    """The PostgreSQL postmaster, then the API server (found by its port)."""
-    port = base.rsplit(":", 1)[1]
-    roots = [int((cluster.root / "data" / "postmaster.pid").read_text().split()[0])]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"serve" in argv and port.encode() in argv:
-                roots.append(int(entry.name))
-    return roots
-
-
 def _cpu_ms(roots: list[int], before: list[float], requests: int) -> list[float]:
     """CPU ms per request of each tree under ``roots`` since ``before``."""
-    now = [_cpu_seconds([root]) for root in roots]
+    now = [cpu_seconds([root]) for root in roots]
     return [(n - b) * 1000 / requests for n, b in zip(now, before, strict=True)]
 
 
@@ -363,7 +320,7 @@ def _mix(base: str, patients: int, roots: list[int]) -> None:
     plan = _plan(base, patients)
     # Warm up caches and connection pools.
     load(base, lambda i: (plan[i][1], plan[i][2], {}), total=min(400, len(plan)), concurrency=8)
-    cpu = [_cpu_seconds([root]) for root in roots]
+    cpu = [cpu_seconds([root]) for root in roots]
     rate, latencies, errors = load(
         base, lambda i: (plan[i][1], plan[i][2], {}), total=len(plan), concurrency=CONCURRENCY
     )
@@ -376,7 +333,7 @@ def _mix(base: str, patients: int, roots: list[int]) -> None:
     # The platform floor: plain reads pay the same HTTP, access-check and audit costs.
     rng = random.Random(3)
     reads = [f"/fhir/Patient/p{rng.randrange(patients)}" for _ in range(len(plan))]
-    cpu = [_cpu_seconds([root]) for root in roots]
+    cpu = [cpu_seconds([root]) for root in roots]
     read_rate, read_latencies, _ = load(
         base, lambda i: ("GET", reads[i], {}), total=len(reads), concurrency=CONCURRENCY
     )
@@ -402,7 +359,7 @@ def _mix(base: str, patients: int, roots: list[int]) -> None:
     with httpx.Client(base_url=base, timeout=60) as client:
         for kind, kind_paths in paths.items():
             values = []
-            cpu = [_cpu_seconds([root]) for root in roots]
+            cpu = [cpu_seconds([root]) for root in roots]
             for path in kind_paths:
                 started = time.perf_counter()
                 response = client.get(path)
@@ -493,7 +450,7 @@ def main() -> None:
                 (Path(KEEP).resolve() / f"built-{RESOURCES}").touch()
         engine.dispose()
         with served(url, workers=2) as base:
-            _mix(base, patients, _server_roots(base, cluster))
+            _mix(base, patients, server_roots(base, cluster.root))
             print("  totals (serial, best of 3):")
             _totals(base)
     finally:

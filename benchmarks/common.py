@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,3 +180,53 @@ async def _read_response(reader: asyncio.StreamReader, head_only: bool) -> tuple
         await reader.read()
         keep_alive = False
     return status, keep_alive
+
+
+def _descendants(root: int) -> list[int]:
+    """``root`` and every process below it (from ``/proc``)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children[int(fields[1])].append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def cpu_seconds(roots: list[int]) -> float:
+    """CPU time used so far by the process trees under ``roots``, including children that
+    have exited (their time is in their parent's ``cutime``)."""
+    ticks = 0
+    for root in roots:
+        for pid in _descendants(root):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def server_roots(base: str, postgres_root: Path | None = None) -> list[int]:
+    """The PostgreSQL postmaster (when ``postgres_root`` is given) first, then the API
+    server started by :func:`served` for ``base`` (found by its port)."""
+    port = base.rsplit(":", 1)[1].encode()
+    roots = []
+    if postgres_root is not None:
+        roots.append(int((postgres_root / "data" / "postmaster.pid").read_text().split()[0]))
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in argv and port in argv:
+                roots.append(int(entry.name))
+    return roots
