@@ -7,11 +7,16 @@ Core features are written as plugins on these hooks, and so can third parties'
 * :func:`collect_status` lets each domain add its figures to the platform status.
 * :func:`register_routes` lets delivery modules add routes to the web application.
 * :func:`register_commands` lets modules add commands to the ``sharedcare`` CLI.
+* :func:`conditional_criteria` lets a domain keep its own resources out of conditional
+  interactions (identity's golden records).
+* :func:`record_committed` tells domains about writes to the record once they are committed
+  (identity matches the Patients among them: :mod:`sharedcare.identity.realtime`).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +41,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "sharedcare.api.feeds",
     "sharedcare.api.identity",
     "sharedcare.web.home",
+    "sharedcare.identity.realtime",
 )
 
 
@@ -66,6 +72,35 @@ class HookSpecs:
     @hookspec
     def register_commands(self, cli: Any) -> None:
         """Add commands to the ``sharedcare`` typer application ``cli``."""
+
+    @hookspec
+    def conditional_criteria(self, resource_type: str) -> list[tuple[str, str]] | None:
+        """Search parameters to add to the criteria of every conditional interaction.
+
+        Conditional create, update and delete and conditional references
+        (https://hl7.org/fhir/R4/http.html#cond-update) find their target by a search; the
+        parameters returned here are added to it, so that a client's conditional write
+        never lands on a resource another domain maintains (identity's golden records).
+        """
+
+    @hookspec
+    def record_committed(self, store: Any, context: Any, writes: Sequence[Any]) -> None:
+        """React to writes the record's repository has just committed.
+
+        Called after the commit of every write made through
+        :class:`~sharedcare.record.repository.Repository`: the RESTful interactions, batch
+        and transaction bundles (https://hl7.org/fhir/R4/http.html#transaction) and
+        ``sharedcare load``. Not called for writes a domain makes in its own transaction
+        (the ingest writer, identity's golden records), which handle their own.
+
+        Args:
+            store: The :class:`~sharedcare.record.sqlstore.SqlStore` written to.
+            context: The :class:`~sharedcare.record.context.RequestContext` of the writer.
+            writes: The :class:`~sharedcare.record.sqlstore.PendingWrite` s committed.
+
+        The writes are durable before this is called, so an implementation must not raise
+        for a failure of its own work: it logs it and leaves a way to catch up.
+        """
 
 
 @lru_cache(maxsize=1)

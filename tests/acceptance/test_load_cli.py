@@ -24,7 +24,13 @@ def _patients(n: int) -> list[dict[str, object]]:
 def _count(url: str) -> int:
     engine = create_engine(url)
     with engine.connect() as connection:
-        count = connection.execute(text("SELECT count(*) FROM resource")).scalar()
+        # Golden records (written by identity as Patients are matched) are not counted.
+        count = connection.execute(
+            text(
+                "SELECT count(*) FROM resource WHERE id NOT IN "
+                "(SELECT golden_id FROM identity_golden)"
+            )
+        ).scalar()
     engine.dispose()
     return int(count or 0)
 

@@ -52,7 +52,16 @@ def gate() -> Iterator[None]:
 def _counts(url: str) -> tuple[int, int]:
     engine = create_engine(url)
     with engine.connect() as connection:
-        resources = connection.execute(text("SELECT count(*) FROM resource")).scalar() or 0
+        # Golden records (written by identity as Patients are matched) are not counted.
+        resources = (
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM resource WHERE id NOT IN "
+                    "(SELECT golden_id FROM identity_golden)"
+                )
+            ).scalar()
+            or 0
+        )
         refused = (
             connection.execute(
                 text("SELECT count(*) FROM audit_event WHERE outcome = '4'")

@@ -19,6 +19,7 @@ from sharedcare.db.engine import create_engine
 from sharedcare.record.context import RequestContext
 from sharedcare.record.repository import Repository
 from sharedcare.record.sqlstore import SqlStore
+from tests.support.identity import without_realtime_matching
 
 PATIENTS = 3
 OBSERVATIONS = 4  # per patient
@@ -55,8 +56,9 @@ def repo(engine: Engine) -> Repository:
     store = SqlStore(engine)
     store.ensure_params()
     repository = Repository(store, RequestContext(user="round-trips"))
-    for resource in _data():
-        repository.update(resource["resourceType"], resource["id"], resource)
+    with without_realtime_matching():  # exactly _data(): no golden Patients
+        for resource in _data():
+            repository.update(resource["resourceType"], resource["id"], resource)
     return repository
 
 

@@ -446,9 +446,17 @@ async def update(
 
 
 @router.delete("/{rtype}/{id}")
-def delete(rtype: str, id: str, repo: RepositoryDep) -> Response:
-    """delete (https://hl7.org/fhir/R4/http.html#delete)."""
-    stored = repo.delete(rtype, id)
+async def delete(rtype: str, id: str, repo: RepositoryDep) -> Response:
+    """delete (https://hl7.org/fhir/R4/http.html#delete).
+
+    Deleting what does not exist (or is already deleted) writes nothing but its AuditEvent:
+    that check is a read, made on the event loop like a read by id; a deletion to write goes
+    to a worker thread like every write.
+    """
+    handled, stored = await _read_on_loop(repo, repo.delete_if_absent, rtype, id)
+    if not handled:
+        repo.defer_audit = False
+        stored = await run_in_threadpool(repo.delete, rtype, id)
     headers = {"ETag": f'W/"{stored.version_id}"'} if stored else {}
     return Response(status_code=204, headers=headers)
 

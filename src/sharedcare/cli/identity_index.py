@@ -72,8 +72,11 @@ def link_command(
 ) -> None:
     """Match every Patient in the record into golden records (idempotent; re-run any time).
 
-    Only Patients new or changed since the last run are matched; Patients deleted at
-    source leave the index. A40 merges left pending by an earlier version are applied.
+    Patients are matched as they are written (the ingest writer, the FHIR API, Bundles and
+    ``sharedcare load``); this catches up with any left unmatched, for example by a server
+    stopped between a write and its match. Only Patients new or changed since they were
+    last matched are matched; Patients deleted at source leave the index. A40 merges left
+    pending by an earlier version are applied.
     """
     from sqlalchemy import func, select
 

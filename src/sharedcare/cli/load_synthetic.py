@@ -270,12 +270,14 @@ def load_synthetic(
 
 
 def _link_identities(engine: Any) -> str:
-    """Link the Patients that arrived over the FHIR API into golden records.
+    """Check that every Patient loaded is linked, and link any that are not (a safety net).
 
-    HL7 v2 and CSV messages are matched as they are written; Patients POSTed to ``/fhir``
-    (the GP and community feeds) are not, so without this the demo's GP records would
-    stand apart from the hospital's. This is the same batch run as ``sharedcare identity
-    link``: idempotent, and only new or changed Patients are matched.
+    Every feed is matched as it is written: HL7 v2 and CSV in the ingest writer's
+    transaction, the FHIR Bundles POSTed to ``/fhir`` (the GP and community feeds) just
+    after each commits (decision 0020). So this normally matches nothing; it catches a
+    Patient left unmatched by a server killed between a write and its match. It is the same
+    batch run as ``sharedcare identity link``: idempotent, and only new or changed Patients
+    are matched. It also applies A40 merges left ``pending``.
     """
     from sharedcare.identity.batch import link_all
     from sharedcare.ingest.writer import apply_pending_merges

@@ -15,7 +15,9 @@ source Patients the first time it is used. Every change runs in
 If the transaction fails, the in-memory index is dropped and rebuilt on next use, so it
 never disagrees with what was committed. The ingest writer runs its batches inside
 :meth:`IdentityService.transaction`, so a Patient is matched in the same transaction that
-writes it (``mapped → identity-matched → written``); ``sharedcare identity link`` runs
+writes it (``mapped → identity-matched → written``); Patients written through the
+record's repository (the FHIR API, Bundles, ``sharedcare load``) are matched just after
+their commit by :mod:`sharedcare.identity.realtime`; ``sharedcare identity link`` runs
 :func:`sharedcare.identity.batch.link_all` over Patients already in the record.
 """
 

@@ -49,6 +49,10 @@ _PG_INSERT = (
     "unnest(%(agent)s::text[]), unnest(%(patient)s::text[]), "
     "jsonb_array_elements(%(docs)s::jsonb))"
 )
+_PG_INSERT_ONE = (
+    "INSERT INTO audit_event (recorded, interaction, outcome, agent, patient, content) "
+    "VALUES (%s, %s, %s, %s, %s, %s::jsonb)"
+)
 log = logging.getLogger(__name__)
 
 _ACTION = {
@@ -268,6 +272,21 @@ def _insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -
         return
     raw = connection.connection.driver_connection
     assert raw is not None
+    if len(rows) == 1:  # one write's event: plain parameters, no arrays to convert
+        (row,) = rows
+        with raw.cursor() as cursor:
+            cursor.execute(
+                _PG_INSERT_ONE,
+                (
+                    row["recorded"],
+                    row["interaction"],
+                    row["outcome"],
+                    row["agent"],
+                    row["patient"],
+                    row["content"].decode(),
+                ),
+            )
+        return
     with raw.cursor() as cursor:
         cursor.execute(
             _PG_INSERT,

@@ -141,7 +141,9 @@ def _response(stored: StoredResource, status: str) -> dict[str, Any]:
 
 def _resolve_conditional(repo: Repository, reference: str) -> str:
     resource_type, _, query = reference.partition("?")
-    page = repo.search(resource_type, [*parse_qsl(query), ("_count", "2")], strict=True)
+    page = repo.search(
+        resource_type, repo.conditional_params(resource_type, parse_qsl(query)), strict=True
+    )
     if len(page.matches) != 1:
         raise PreconditionFailed(
             f"conditional reference to {resource_type} matched {len(page.matches)} resources; "
@@ -162,7 +164,9 @@ def _transaction(repo: Repository, entries: list[_Entry]) -> list[dict[str, Any]
                 if entry.if_none_exist:
                     page = repo.search(
                         entry.resource_type,
-                        [*parse_qsl(entry.if_none_exist), ("_count", "2")],
+                        repo.conditional_params(
+                            entry.resource_type, parse_qsl(entry.if_none_exist)
+                        ),
                         strict=True,
                     )
                     if len(page.matches) > 1:
@@ -174,7 +178,7 @@ def _transaction(repo: Repository, entries: list[_Entry]) -> list[dict[str, Any]
             elif entry.method == "PUT" and entry.criteria:
                 page = repo.search(
                     entry.resource_type,
-                    [*parse_qsl(entry.criteria), ("_count", "2")],
+                    repo.conditional_params(entry.resource_type, parse_qsl(entry.criteria)),
                     strict=True,
                 )
                 if len(page.matches) > 1:
@@ -183,7 +187,7 @@ def _transaction(repo: Repository, entries: list[_Entry]) -> list[dict[str, Any]
             elif entry.method == "DELETE" and entry.criteria:
                 page = repo.search(
                     entry.resource_type,
-                    [*parse_qsl(entry.criteria), ("_count", "2")],
+                    repo.conditional_params(entry.resource_type, parse_qsl(entry.criteria)),
                     strict=True,
                 )
                 if len(page.matches) > 1:
@@ -249,6 +253,7 @@ def _transaction(repo: Repository, entries: list[_Entry]) -> list[dict[str, Any]
             now = now_us()
             continue
         break
+    repo.committed(writes)
     # 5. Reads, after the writes.
     for entry in ordered:
         if entry.method in {"GET", "HEAD"}:

@@ -134,6 +134,7 @@ def _apply_batch(
     with write_connection(repo.engine) as connection:
         repo.store.apply(connection, writes)
         write_audit(connection, repo.context, [audit])
+    repo.committed(writes)
     report.written += len(writes)
 
 

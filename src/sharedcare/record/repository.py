@@ -496,13 +496,29 @@ class Repository:
         # commit run while other writers wait.
         audits = audit_rows(self.context, entries)
         try:
-            with write_connection(self.engine) as connection:
+            with (
+                write_connection(self.engine) as connection,
+                self.store.pipelined(connection, writes),
+            ):
                 self.store.apply(connection, writes)
                 insert_audit_rows(connection, audits)
         except IntegrityError:
             raise Conflict(
                 "another request changed the same resource at the same time; retry the request"
             ) from None
+        self.committed(writes)
+
+    def committed(self, writes: Sequence[PendingWrite]) -> None:
+        """Tell the plugins (``record_committed`` hook) about ``writes``, now committed.
+
+        Every write path that commits its own transaction calls this after the commit
+        (identity matches the Patients written: :mod:`sharedcare.identity.realtime`).
+        """
+        from sharedcare.plugins import plugin_manager
+
+        plugin_manager().hook.record_committed(
+            store=self.store, context=self.context, writes=writes
+        )
 
     def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None) -> Outcome:
         """https://hl7.org/fhir/R4/http.html#create, with conditional create (If-None-Exist)."""
@@ -622,6 +638,26 @@ class Repository:
                     continue
             return self._delete_once(resource_type, id, entry)
 
+    def delete_if_absent(self, resource_type: str, id: str) -> tuple[bool, StoredResource | None]:
+        """The delete of a resource that is absent or already deleted: nothing to write.
+
+        Returns ``(True, current)`` when that is so (``current`` the deletion found, or
+        ``None``; the gate was asked and the AuditEvent stored or, with
+        :attr:`defer_audit`, queued); ``(False, None)`` if the resource exists, for
+        :meth:`delete` to write the deletion. One indexed read that never waits on a lock,
+        so the API runs it on the event loop and only real deletes go to a worker thread.
+        """
+        self._require_type(resource_type)
+        entry = AuditEntry("delete", "0", resource_type, id)
+        with self._audited(entry):
+            with self._single_read() as connection:
+                current = self.store.read(connection, resource_type, id)
+            if current is not None and not current.deleted:
+                return False, None
+            self.ask_gate("delete", resource_type, id)
+            self._audit_alone(entry)
+            return True, current
+
     def _delete_once(self, resource_type: str, id: str, entry: AuditEntry) -> StoredResource | None:
         with self._single_read() as connection:
             current = self.store.read(connection, resource_type, id)
@@ -650,8 +686,21 @@ class Repository:
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         if not params:
             raise InvalidRequest("conditional criteria must not be empty")
-        page = self.search(resource_type, [*params, ("_count", "2")], strict=True)
+        page = self.search(
+            resource_type, self.conditional_params(resource_type, params), strict=True
+        )
         return page.matches
+
+    def conditional_params(
+        self, resource_type: str, params: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """The search for a conditional interaction: the client's criteria, the parameters
+        plugins add (``conditional_criteria`` hook), and ``_count=2`` (one match is wanted).
+        """
+        from sharedcare.plugins import plugin_manager
+
+        added = plugin_manager().hook.conditional_criteria(resource_type=resource_type)
+        return [*params, *(p for extra in added if extra for p in extra), ("_count", "2")]
 
     def validate_only(self, resource: dict[str, Any]) -> list[Any]:
         """``$validate`` (https://hl7.org/fhir/R4/resource-operation-validate.html)."""

@@ -18,6 +18,10 @@ size was never in psycopg's cache, and converting its placeholders cost the writ
 CPU as PostgreSQL's own work. The index rows stay on ``COPY``: one ``INSERT … SELECT FROM
 unnest(…)`` for every table cost 40–60% more client CPU (psycopg builds array parameters in
 Python, ``COPY`` rows in C) for the same server CPU (measured at 10,000 rows per batch).
+A write of one resource on PostgreSQL (a REST interaction) takes plain parameters instead
+and runs in psycopg's pipeline mode (:meth:`SqlStore.pipelined`), so it waits for the
+database only for the version check, a new key and the end of the block
+(``docs/decisions/0021-single-write-pipeline.md``).
 
 Index rows are kept small (``docs/decisions/0011-record-footprint.md``): token and quantity
 systems and composite combinations are stored as 64-bit keys, and a parameter that is
@@ -33,7 +37,8 @@ index rows in ``store_rows``) and run through the driver on the caller's connect
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -350,6 +355,19 @@ class SqlStore:
             found[(t, i)] = (pk, version, deleted)
         return found
 
+    @contextmanager
+    def pipelined(self, connection: Connection, writes: Sequence[PendingWrite]) -> Iterator[None]:
+        """Around :meth:`apply` and the writes' AuditEvents: for one resource on PostgreSQL,
+        send the statements in pipeline mode, so that a REST write waits for the database
+        only where it needs an answer (the version check, a new row's key) and once at the
+        end, instead of once per statement (``docs/decisions/0021-single-write-pipeline.md``).
+        Errors are raised as SQLAlchemy's classes, at the latest when the block ends."""
+        if self.dialect != "postgresql" or len(writes) != 1:
+            yield
+            return
+        with sqlstore_pg.pipeline(connection):
+            yield
+
     def apply(self, connection: Connection, writes: Sequence[PendingWrite]) -> None:
         """Apply prepared writes in the caller's transaction (see the module docstring).
 
@@ -391,6 +409,12 @@ class SqlStore:
         pks: dict[tuple[str, str], int] = {}
         for w in updates:
             pks[(w.resource_type, w.id)] = existing[(w.resource_type, w.id)][0]
+        if self.dialect == "postgresql" and len(writes) == 1:
+            (write,) = writes
+            key = (write.resource_type, write.id)
+            pks[key] = sqlstore_pg.write_one(connection, write, pks.get(key))
+            sqlstore_pg.insert_index_one(connection, self._index_rows(writes, pks))
+            return
         if self.dialect == "postgresql":
             sqlstore_pg.write_resources(connection, updates, creates, pks)
             sqlstore_pg.insert_index(connection, self._index_rows(writes, pks))

@@ -10,11 +10,13 @@ versions); index rows go in with ``COPY``. Statements run on the psycopg connect
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table
 
+from sharedcare.db.engine import driver_errors
 from sharedcare.record.store_rows import INDEX_TABLES
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ __all__ = [
     "insert_index",
     "json_array",
     "key_arrays",
+    "pipeline",
+    "write_one",
     "write_resources",
 ]
 
@@ -89,6 +93,31 @@ CREATE = (
     "RETURNING pk, resource_type, id"
 )
 
+# One resource (a REST write): plain parameters instead of arrays, which psycopg converts
+# in Python element by element, and index rows as plain ``INSERT``s (``COPY`` cannot run in
+# pipeline mode, and costs two round trips per table).
+UPDATE_ONE = (
+    "WITH copied AS (INSERT INTO resource_history "
+    "(resource_type, id, version_id, last_updated, deleted, content) "
+    "SELECT resource_type, id, version_id, last_updated, deleted, content FROM resource "
+    "WHERE pk = %(pk)s::bigint), "
+    + ", ".join(
+        f"d_{table.name} AS (DELETE FROM {table.name} WHERE res = %(pk)s::bigint)"
+        for table in INDEX_TABLES.values()
+    )
+    + " UPDATE resource SET version_id = %(version)s, last_updated = %(updated)s, "
+    "deleted = %(deleted)s, content = %(doc)s::jsonb WHERE pk = %(pk)s::bigint"
+)
+CREATE_ONE = (
+    "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content) "
+    "VALUES (%s, %s, %s, %s, %s, %s::jsonb) RETURNING pk"
+)
+INSERT_INDEX_ONE = {
+    table: f"INSERT INTO {table.name} ({', '.join(c.name for c in table.columns)}) "
+    f"VALUES ({', '.join('%s' for _ in table.columns)})"
+    for table in INDEX_TABLES.values()
+}
+
 
 def _driver(connection: Connection) -> Any:
     """The psycopg connection under ``connection``, in its transaction. The write
@@ -146,6 +175,61 @@ def write_resources(
             )
             for pk, resource_type, resource_id in result.fetchall():
                 pks[(resource_type, resource_id)] = pk
+
+
+@contextmanager
+def pipeline(connection: Connection) -> Iterator[None]:
+    """Run the block's statements in psycopg's pipeline mode: each is sent without waiting
+    for the one before, and the block ends with one round trip for all of them (a
+    statement whose rows are fetched, such as ``SELECT … FOR UPDATE``, waits for its own).
+    An error in any of them is raised by the fetch or by the end of the block, as
+    SQLAlchemy's class (``driver_errors``)."""
+    with driver_errors(), _driver(connection).pipeline():
+        yield
+
+
+def write_one(connection: Connection, write: PendingWrite, pk: int | None) -> int:
+    """Write one resource version (an update of the row ``pk``, or a create if ``None``)
+    and its index rows, with plain parameters; returns the row's key. Meant for
+    :func:`pipeline`: only a create waits for its answer (the new key)."""
+    raw = _driver(connection)
+    with raw.cursor() as cursor:
+        content = None if write.content is None else write.content.decode()
+        if pk is None:
+            pk = cursor.execute(
+                CREATE_ONE,
+                (
+                    write.resource_type,
+                    write.id,
+                    write.version_id,
+                    write.last_updated,
+                    write.deleted,
+                    content,
+                ),
+            ).fetchone()[0]
+        else:
+            cursor.execute(
+                UPDATE_ONE,
+                {
+                    "pk": pk,
+                    "version": write.version_id,
+                    "updated": write.last_updated,
+                    "deleted": write.deleted,
+                    "doc": content,
+                },
+            )
+    return pk
+
+
+def insert_index_one(
+    connection: Connection, rows: dict[Table, dict[tuple[Any, ...], None]]
+) -> None:
+    """Insert one resource's index rows with plain ``INSERT``s (see :func:`write_one`)."""
+    raw = _driver(connection)
+    with raw.cursor() as cursor:
+        for table, values in rows.items():
+            if values:
+                cursor.executemany(INSERT_INDEX_ONE[table], list(values))
 
 
 def insert_index(connection: Connection, rows: dict[Table, dict[tuple[Any, ...], None]]) -> None:

@@ -60,18 +60,23 @@ def test_everything_is_the_patient_and_their_compartment(fhir: TestClient) -> No
         ],
     )
     body = fhir.get("/fhir/Patient/a/$everything").json()
-    assert body["total"] == 4
-    assert sorted(_ids(body)) == ["Encounter/ea", "Observation/oa1", "Observation/oa2", "Patient/a"]
+    # Identity matched Patient a as it was written; its golden record links to it, so it is
+    # in a's compartment (Patient.link, in the Patient CompartmentDefinition).
+    [golden] = [i for i in _ids(body) if i.startswith("Patient/") and i != "Patient/a"]
+    assert body["total"] == 5
+    assert sorted(_ids(body)) == sorted(
+        ["Encounter/ea", "Observation/oa1", "Observation/oa2", "Patient/a", golden]
+    )
 
     typed = fhir.get("/fhir/Patient/a/$everything?_type=Observation").json()
     assert sorted(_ids(typed)) == ["Observation/oa1", "Observation/oa2"]
     with_patient = fhir.get("/fhir/Patient/a/$everything?_type=Patient,Encounter").json()
-    assert sorted(_ids(with_patient)) == ["Encounter/ea", "Patient/a"]
+    assert sorted(_ids(with_patient)) == sorted(["Encounter/ea", "Patient/a", golden])
 
     first = fhir.get("/fhir/Patient/a/$everything?_count=3").json()
     second = fhir.get("/fhir/Patient/a/$everything?_count=3&_offset=3").json()
-    assert (first["total"], second["total"]) == (4, 4)
-    assert len(first["entry"]) == 3 and len(second["entry"]) == 1
+    assert (first["total"], second["total"]) == (5, 5)
+    assert len(first["entry"]) == 3 and len(second["entry"]) == 2
     assert set(_ids(first)).isdisjoint(_ids(second))
     assert any(link["relation"] == "next" for link in first["link"])
 
@@ -83,7 +88,7 @@ def test_everything_is_the_patient_and_their_compartment(fhir: TestClient) -> No
     changed = fhir.get(f"/fhir/Patient/a/$everything?_since={since}").json()
     assert _ids(changed) == ["Observation/oa2"]
     after_delete = fhir.get("/fhir/Patient/a/$everything").json()
-    assert after_delete["total"] == 3
+    assert after_delete["total"] == 4
     assert "Observation/oa1" not in _ids(after_delete)
 
     assert fhir.get("/fhir/Patient/nobody/$everything").status_code == 404

@@ -1,0 +1,193 @@
+"""Real-time matching of Patients written through the record's repository.
+
+The ingest writer matches the Patients it writes inside its own write transaction. Every
+other write path goes through :class:`~sharedcare.record.repository.Repository`: the FHIR
+RESTful API (create, update, delete), batch and transaction bundles (the GP and community
+feeds, the FHIR drop folder, ``sharedcare load-synthetic``) and ``sharedcare load``. After
+each of those commits, the repository calls the ``record_committed`` plugin hook; this
+module implements it. The record does not import identity: identity listens.
+
+For the Patients among the writes, :func:`sync_patients` runs in one identity transaction
+(:meth:`~sharedcare.identity.service.IdentityService.transaction`, queued behind every other
+identity writer in every process) and brings the index in line with each Patient's
+*current* version, read inside that transaction:
+
+* a Patient not linked, or linked at an older version, is placed by the real-time matcher
+  (linked, a new golden record, or queued for review, as for an HL7 v2 Patient);
+* a deleted Patient leaves the index and its golden record is rewritten;
+* golden records are never matched as sources, and a Patient already linked at its
+  current version (written by the ingest writer, or matched by a racing request) is left
+  alone.
+
+Concurrent writes in one process are matched together (:class:`_GroupMatcher`): identity
+transactions queue one at a time anyway, so whichever request gets its turn matches the
+Patients of every request waiting behind it in the same transaction.
+
+Reading the current version rather than the one written makes two requests that race on
+one Patient converge: whichever matches second sees the newer version, or finds it linked
+already. It runs after the commit (decision 0020), so a failure here never loses the
+write: it is logged (without patient data) and the Patient stays unlinked at that version,
+which the next ``sharedcare identity link`` (idempotent, :func:`~sharedcare.identity.batch.
+link_all`) picks up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from sharedcare.identity import store as rows
+from sharedcare.identity.golden import GOLDEN_TAG
+from sharedcare.identity.service import SourcePatient, Work, identity_service
+from sharedcare.plugins import hookimpl
+from sharedcare.record.sqlstore import PendingWrite, SqlStore
+
+__all__ = [
+    "SyncReport",
+    "conditional_criteria",
+    "match_written",
+    "record_committed",
+    "sync_patients",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class SyncReport:
+    """What :func:`sync_patients` did with the Patients it was given."""
+
+    placed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    golden: int = 0
+
+
+def sync_patients(work: Work, patient_ids: Sequence[str]) -> SyncReport:
+    """Bring the index in line with the current versions of ``patient_ids``.
+
+    Runs in ``work``'s transaction; reads each Patient and its link row there, so the
+    decision is taken against what is committed now, whatever version the caller wrote.
+    """
+    report = SyncReport()
+    service = work.service
+    ids = list(dict.fromkeys(patient_ids))
+    sources = [i for i in ids if not service.is_golden(i)]
+    report.golden = len(ids) - len(sources)
+    if not sources:
+        return report
+    current = work.store.read_many(work.connection, [("Patient", i) for i in sources])
+    linked = rows.link_rows(work.connection, sources)
+    todo: list[SourcePatient] = []
+    gone: list[str] = []
+    for source_id in sources:
+        stored = current.get(("Patient", source_id))
+        link = linked.get(source_id)
+        if stored is None:
+            report.unchanged += 1
+        elif stored.deleted:
+            if link is not None:
+                gone.append(source_id)
+            else:
+                report.unchanged += 1
+        elif link is None or link.source_version != stored.version_id:
+            todo.append(SourcePatient(source_id, stored.version_id, stored.json()))
+        else:
+            report.unchanged += 1
+    work.place(todo)
+    work.remove(gone)
+    report.placed, report.removed = len(todo), len(gone)
+    return report
+
+
+def match_written(store: SqlStore, patient_ids: Sequence[str]) -> SyncReport:
+    """Match ``patient_ids`` (just written) in one identity transaction of their own."""
+    with identity_service(store.engine).transaction(store.engine, store) as work:
+        return sync_patients(work, patient_ids)
+
+
+class _GroupMatcher:
+    """Matches the Patients of concurrent writes in this process in one transaction.
+
+    Identity transactions queue one at a time anyway (the service's lock, then the
+    ``identity_state`` row). A request that gets its turn matches its own Patients and
+    those of every request queued behind it, and tells them; a request whose Patients were
+    matched while it waited returns at once. So under concurrent writes one commit serves
+    several, as the AuditEvents of reads are group-committed (decision 0015), and alone a
+    request pays for one transaction as before.
+    """
+
+    def __init__(self) -> None:
+        self._queue_lock = threading.Lock()
+        self._turn = threading.Lock()
+        self._queue: list[tuple[list[str], Future[None]]] = []
+
+    def match(self, store: SqlStore, patient_ids: list[str]) -> None:
+        mine: Future[None] = Future()
+        with self._queue_lock:
+            self._queue.append((patient_ids, mine))
+        with self._turn:
+            if not mine.done():
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                try:
+                    match_written(store, [i for ids, _ in group for i in ids])
+                except BaseException as error:
+                    for _, future in group:
+                        future.set_exception(error)
+                else:
+                    for _, future in group:
+                        future.set_result(None)
+        mine.result()
+
+
+_groups: dict[str, _GroupMatcher] = {}
+_groups_lock = threading.Lock()
+
+
+def _group_of(store: SqlStore) -> _GroupMatcher:
+    key = store.engine.url.render_as_string(hide_password=True)
+    with _groups_lock:
+        group = _groups.get(key)
+        if group is None:
+            group = _groups[key] = _GroupMatcher()
+        return group
+
+
+@hookimpl
+def record_committed(store: Any, context: Any, writes: Sequence[Any]) -> None:
+    """Match the Patients among ``writes`` (the ``record_committed`` hook).
+
+    A failure is logged and left to the next batch run; the writes stand.
+    """
+    del context  # identity decisions are made as the identity service, whoever wrote
+    ids = [w.id for w in writes if isinstance(w, PendingWrite) and w.resource_type == "Patient"]
+    if not ids or not isinstance(store, SqlStore):
+        return
+    try:
+        _group_of(store).match(store, ids)
+    except Exception as error:  # the Patients are written; the batch run links them
+        log.warning(
+            "identity: real-time matching of %d written Patient(s) failed (%s); "
+            "`sharedcare identity link` will match them",
+            len(ids),
+            type(error).__name__,
+        )
+
+
+_NOT_GOLDEN = [("_tag:not", f"{GOLDEN_TAG['system']}|{GOLDEN_TAG['code']}")]
+
+
+@hookimpl
+def conditional_criteria(resource_type: str) -> list[tuple[str, str]] | None:
+    """Keep golden records out of conditional interactions (the ``conditional_criteria`` hook).
+
+    A golden Patient carries the NHS number of its sources, so ``Patient?identifier=`` an NHS
+    number would otherwise find it beside the client's own record (412), or write over a
+    record the identity service maintains when the client's is gone.
+    """
+    return _NOT_GOLDEN if resource_type == "Patient" else None
