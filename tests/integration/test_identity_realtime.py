@@ -5,10 +5,6 @@ index after concurrent writes through two worker processes of the real server.""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -46,6 +42,7 @@ from sharedcare.plugins import plugin_manager
 from sharedcare.record.context import RequestContext
 from sharedcare.record.repository import Repository
 from sharedcare.record.sqlstore import SqlStore
+from tests.support.server import serving
 
 NHS = "9434765919"
 OTHER_NHS = "9434765870"
@@ -320,12 +317,6 @@ def test_writes_waiting_their_turn_are_matched_in_one_transaction(database: str)
 # -- two worker processes of the real server ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _nhs(n: int) -> str:
     """A valid NHS number (modulus 11) for person ``n``."""
     base = 943_470_000 + n * 7
@@ -353,23 +344,8 @@ def _person(n: int, record: int) -> dict[str, Any]:
 
 
 def test_concurrent_writes_through_two_workers_leave_a_consistent_index(database: str) -> None:
-    port = _free_port()
-    exe = Path(sys.executable).with_name("sharedcare")
-    command = [str(exe), "serve", "--database", database, "--port", str(port), "--workers", "2"]
-    env = {**os.environ, "SHAREDCARE_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
     people, records = 12, 3
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+    with serving(database, workers=2) as (_, base):
 
         def write(job: tuple[int, int]) -> int:
             n, record = job
@@ -385,9 +361,6 @@ def test_concurrent_writes_through_two_workers_leave_a_consistent_index(database
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = list(pool.map(write, jobs))
         assert set(statuses) == {201}
-    finally:
-        server.terminate()
-        assert server.wait(timeout=60) == 0
 
     engine = create_engine(database)
     try:

@@ -8,29 +8,22 @@ which process holds each one.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sharedcare.cli.workers import bind_reuseport
+from tests.support.server import free_port, serving
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_sockets_with_reuseport_share_a_port() -> None:
-    port = _free_port()
+    port = free_port()
     first = bind_reuseport("127.0.0.1", port)
     second = bind_reuseport("127.0.0.1", port)
     try:
@@ -77,43 +70,28 @@ def _established_on(port: int) -> set[str]:
 
 
 def test_two_workers_both_accept_connections(tmp_path: Path) -> None:
-    port = _free_port()
-    exe = Path(sys.executable).with_name("sharedcare")
-    command = [str(exe), "serve", "--database", f"sqlite:///{tmp_path / 'w.db'}"]
-    command += ["--port", str(port), "--workers", "2"]
-    env = {**os.environ, "SHAREDCARE_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     clients: list[socket.socket] = []
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
-        workers = [p for p in _children(server.pid) if _socket_inodes(p)]
-        # Both workers must be up (each answers on its own socket).
-        deadline = time.monotonic() + 60
-        while len(workers) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+    with serving(f"sqlite:///{tmp_path / 'w.db'}", workers=2) as (server, base):
+        port = int(base.rsplit(":", 1)[1])
+        try:
             workers = [p for p in _children(server.pid) if _socket_inodes(p)]
-        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
-        for client in clients:
-            client.sendall(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
-        for client in clients:
-            assert client.recv(4096).startswith(b"HTTP/1.1 200")
-        accepted = _established_on(port)
-        per_worker = [len(_socket_inodes(p) & accepted) for p in workers]
-        assert sum(per_worker) == 32
-        assert all(count > 0 for count in per_worker), per_worker
-    finally:
-        for client in clients:
-            client.close()
-        server.terminate()
-        assert server.wait(timeout=60) == 0
+            # Both workers must be up (each answers on its own socket).
+            deadline = time.monotonic() + 60
+            while len(workers) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                workers = [p for p in _children(server.pid) if _socket_inodes(p)]
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+            for client in clients:
+                client.sendall(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
+            for client in clients:
+                assert client.recv(4096).startswith(b"HTTP/1.1 200")
+            accepted = _established_on(port)
+            per_worker = [len(_socket_inodes(p) & accepted) for p in workers]
+            assert sum(per_worker) == 32
+            assert all(count > 0 for count in per_worker), per_worker
+        finally:
+            for client in clients:
+                client.close()
 
 
 def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:

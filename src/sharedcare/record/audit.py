@@ -247,6 +247,18 @@ def insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) ->
         _insert_audit_rows(connection, rows)
 
 
+def _values(row: dict[str, Any]) -> tuple[Any, ...]:
+    """One row's values in the column order of the single-row inserts."""
+    return (
+        row["recorded"],
+        row["interaction"],
+        row["outcome"],
+        row["agent"],
+        row["patient"],
+        row["content"].decode(),
+    )
+
+
 def _insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if connection.dialect.name != "postgresql":
         raw = connection.connection.driver_connection
@@ -255,17 +267,7 @@ def _insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -
         try:
             cursor.executemany(
                 _SQLITE_INSERT,
-                [
-                    (
-                        row["recorded"],
-                        row["interaction"],
-                        row["outcome"],
-                        row["agent"],
-                        row["patient"],
-                        row["content"].decode(),
-                    )
-                    for row in rows
-                ],
+                [_values(row) for row in rows],
             )
         finally:
             cursor.close()
@@ -275,17 +277,7 @@ def _insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -
     if len(rows) == 1:  # one write's event: plain parameters, no arrays to convert
         (row,) = rows
         with raw.cursor() as cursor:
-            cursor.execute(
-                _PG_INSERT_ONE,
-                (
-                    row["recorded"],
-                    row["interaction"],
-                    row["outcome"],
-                    row["agent"],
-                    row["patient"],
-                    row["content"].decode(),
-                ),
-            )
+            cursor.execute(_PG_INSERT_ONE, _values(row))
         return
     with raw.cursor() as cursor:
         cursor.execute(
