@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -14,14 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-import httpx
 import orjson
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.server import serving
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -34,30 +26,9 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 @contextmanager
 def served(database_url: str, *, workers: int = 1) -> Iterator[str]:
-    """Run ``sharedcare serve`` in a subprocess; yield its base URL."""
-    port = free_port()
-    exe = Path(sys.executable).with_name("sharedcare")
-    env = {**os.environ, "SHAREDCARE_LOG_LEVEL": "WARNING"}
-    command = [str(exe), "serve", "--database", database_url, "--port", str(port)]
-    if workers > 1:
-        command += ["--workers", str(workers)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
+    """Run ``sharedcare serve`` in a subprocess (as the tests do); yield its base URL."""
+    with serving(database_url, workers=workers) as (_, base):
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def load(

@@ -136,7 +136,7 @@ def test_load_synthetic_reaches_written_and_matches_the_manifest(
     assert len(from_fhir) == fhir["Patient"] > 0
     assert "golden records" in result.stderr
     # They were matched as they were written: the closing batch run had nothing to do.
-    assert " 0 matched in this run" in result.stderr, result.stderr[-2000:]
+    assert "source Patients: 0 matched," in result.stderr, result.stderr[-2000:]
     assert set(stages) == {"written"}, stages
     assert hl7_loaded == hl7
     assert csv_loaded == rows

@@ -78,42 +78,52 @@ def link_command(
     last matched are matched; Patients deleted at source leave the index. A40 merges left
     pending by an earlier version are applied.
     """
+    with _database(database) as (engine, store):
+        summary = link_with_progress(engine, store, _context(user, role="system"), chunk=chunk)
+    console.print(summary, soft_wrap=True)
+
+
+def link_with_progress(
+    engine: Any, store: Any, context: Any, *, chunk: int = 1000, label: str = "matching"
+) -> str:
+    """Run the batch link (:func:`~sharedcare.identity.batch.link_all`) with a progress bar,
+    apply A40 merges left pending, and return the one-line summary.
+
+    Shared by ``sharedcare identity link`` and ``sharedcare load-synthetic``.
+    """
     from sqlalchemy import func, select
 
     from sharedcare.db.tables import Resource
     from sharedcare.identity.batch import link_all
     from sharedcare.ingest.writer import apply_pending_merges
 
-    with _database(database) as (engine, store):
-        context = _context(user, role="system")
-        with engine.connect() as connection:
-            total = int(
-                connection.scalar(
-                    select(func.count())
-                    .select_from(Resource)
-                    .where(Resource.resource_type == "Patient")
-                )
-                or 0
-            )  # golden Patients included: the run passes over them too
-        columns = (
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("Patients"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("matching", total=total)
-            report = link_all(
-                engine, store, context, chunk=chunk, progress=lambda n: progress.advance(task, n)
+    with engine.connect() as connection:
+        total = int(
+            connection.scalar(
+                select(func.count())
+                .select_from(Resource)
+                .where(Resource.resource_type == "Patient")
             )
-        merges = apply_pending_merges(engine, store)
-    console.print(
+            or 0
+        )  # golden Patients included: the run passes over them too
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("Patients"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(label, total=total)
+        report = link_all(
+            engine, store, context, chunk=chunk, progress=lambda n: progress.advance(task, n)
+        )
+    merges = apply_pending_merges(engine, store)
+    return (
         f"{report.seen:,} source Patients: {report.matched:,} matched, "
         f"{report.unchanged:,} unchanged, {report.removed:,} removed; "
         f"{report.goldens:,} golden records, {report.open_reviews:,} open reviews"
-        + (f"; {merges:,} pending A40 merges applied" if merges else ""),
-        soft_wrap=True,
+        + (f"; {merges:,} pending A40 merges applied" if merges else "")
     )
 
 

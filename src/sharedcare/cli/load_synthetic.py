@@ -279,34 +279,13 @@ def _link_identities(engine: Any) -> str:
     batch run as ``sharedcare identity link``: idempotent, and only new or changed Patients
     are matched. It also applies A40 merges left ``pending``.
     """
-    from sharedcare.identity.batch import link_all
-    from sharedcare.ingest.writer import apply_pending_merges
+    from sharedcare.cli.identity_index import link_with_progress
     from sharedcare.record.context import RequestContext
     from sharedcare.record.sqlstore import SqlStore
 
-    store = SqlStore(engine)
     context = RequestContext(user="load-synthetic", role="system", purpose="HOPERAT", source="cli")
-    columns = (
-        TextColumn("[progress.description]{task.description:<30}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("Patients"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("linking identities", total=None)
-
-        def advance(n: int) -> None:
-            progress.advance(task, n)
-
-        report = link_all(engine, store, context, progress=advance)
-        progress.update(task, total=progress.tasks[task].completed)
-    merges = apply_pending_merges(engine, store)
-    return (
-        f"identity: {report.seen:,} source Patients, {report.matched:,} matched in this run; "
-        f"{report.goldens:,} golden records, {report.open_reviews:,} open reviews"
-        + (f"; {merges:,} pending A40 merges applied" if merges else "")
-    )
+    summary = link_with_progress(engine, SqlStore(engine), context, label="linking identities")
+    return f"identity: {summary}"
 
 
 def _unit(protocol: str) -> str:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 
 from sharedcare.identity import store as rows
-from sharedcare.identity.service import IDENTITY_CONTEXT, SourcePatient, identity_service
+from sharedcare.identity.service import IDENTITY_CONTEXT, SourcePatient, Work, identity_service
 from sharedcare.record.context import RequestContext
 from sharedcare.record.sqlstore import SqlStore
 
-__all__ = ["LinkReport", "link_all"]
+__all__ = ["LinkReport", "SyncReport", "link_all", "sync_patients"]
 
 
 @dataclass(slots=True)
@@ -26,6 +26,73 @@ class LinkReport:
     removed: int = 0
     goldens: int = 0
     open_reviews: int = 0
+
+
+@dataclass(slots=True)
+class SyncReport:
+    """What :func:`sync_patients` did with the Patients it was given."""
+
+    placed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    golden: int = 0
+
+
+_CHUNK = 500  # ids per IN list
+
+
+def sync_patients(work: Work, patient_ids: Sequence[str]) -> SyncReport:
+    """Bring the index in line with the current versions of ``patient_ids``.
+
+    The one rule of both the batch run and real-time matching of repository writes: a
+    source Patient not linked, or linked at an older version, is placed by the matcher; a
+    deleted one leaves the index; one linked at its current version, and any golden
+    record, is left alone. Runs in ``work``'s transaction and reads the versions there, so
+    the decision is taken against what is committed now, whatever version a caller wrote;
+    only the Patients to place are read whole.
+    """
+    report = SyncReport()
+    service = work.service
+    ids = list(dict.fromkeys(patient_ids))
+    sources = [i for i in ids if not service.is_golden(i)]
+    report.golden = len(ids) - len(sources)
+    if not sources:
+        return report
+    resource: Any = rows.RESOURCE
+    versions: dict[str, tuple[int, bool]] = {}
+    for start in range(0, len(sources), _CHUNK):
+        for row in work.connection.execute(
+            select(resource.c.id, resource.c.version_id, resource.c.deleted).where(
+                resource.c.resource_type == "Patient",
+                resource.c.id.in_(sources[start : start + _CHUNK]),
+            )
+        ):
+            versions[row.id] = (row.version_id, bool(row.deleted))
+    linked = rows.link_rows(work.connection, sources)
+    todo: list[str] = []
+    gone: list[str] = []
+    for source_id in sources:
+        current = versions.get(source_id)
+        link = linked.get(source_id)
+        if current is None:
+            continue
+        version, deleted = current
+        if deleted:
+            if link is not None:
+                gone.append(source_id)
+        elif link is None or link.source_version != version:
+            todo.append(source_id)
+    stored = work.store.read_many(work.connection, [("Patient", i) for i in todo])
+    place = [
+        SourcePatient(i, s.version_id, s.json())
+        for i in todo
+        if (s := stored.get(("Patient", i))) is not None and not s.deleted
+    ]
+    work.place(place)
+    work.remove(gone)
+    report.placed, report.removed = len(place), len(gone)
+    report.unchanged = len(sources) - len(place) - len(gone)
+    return report
 
 
 def link_all(
@@ -60,7 +127,7 @@ def link_all(
     while last < horizon:
         with service.transaction(engine, store, context) as work:
             batch = work.connection.execute(
-                select(resource.c.pk, resource.c.id, resource.c.version_id, resource.c.deleted)
+                select(resource.c.pk, resource.c.id)
                 .where(patients, resource.c.pk > last, resource.c.pk <= horizon)
                 .order_by(resource.c.pk)
                 .limit(chunk)
@@ -68,28 +135,11 @@ def link_all(
             if not batch:
                 break
             last = batch[-1].pk
-            sources = [r for r in batch if not service.is_golden(r.id)]
-            linked = rows.link_rows(work.connection, [r.id for r in sources])
-            todo = [
-                r.id
-                for r in sources
-                if not r.deleted
-                and (r.id not in linked or linked[r.id].source_version != r.version_id)
-            ]
-            gone = [r.id for r in sources if r.deleted and r.id in linked]
-            stored = work.store.read_many(work.connection, [("Patient", i) for i in todo])
-            work.place(
-                [
-                    SourcePatient(i, s.version_id, s.json())
-                    for i in todo
-                    if (s := stored.get(("Patient", i))) is not None and not s.deleted
-                ]
-            )
-            work.remove(gone)
-            report.seen += len(sources)
-            report.matched += len(todo)
-            report.removed += len(gone)
-            report.unchanged += len(sources) - len(todo) - len(gone)
+            synced = sync_patients(work, [r.id for r in batch])
+            report.seen += len(batch) - synced.golden
+            report.matched += synced.placed
+            report.removed += synced.removed
+            report.unchanged += synced.unchanged
         if progress is not None:
             progress(len(batch))
     with engine.connect() as connection:

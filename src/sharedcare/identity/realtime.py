@@ -7,7 +7,8 @@ feeds, the FHIR drop folder, ``sharedcare load-synthetic``) and ``sharedcare loa
 each of those commits, the repository calls the ``record_committed`` plugin hook; this
 module implements it. The record does not import identity: identity listens.
 
-For the Patients among the writes, :func:`sync_patients` runs in one identity transaction
+For the Patients among the writes, :func:`~sharedcare.identity.batch.sync_patients` (the
+batch run's rule) runs in one identity transaction
 (:meth:`~sharedcare.identity.service.IdentityService.transaction`, queued behind every other
 identity writer in every process) and brings the index in line with each Patient's
 *current* version, read inside that transaction:
@@ -37,12 +38,11 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
-from sharedcare.identity import store as rows
+from sharedcare.identity.batch import SyncReport, sync_patients
 from sharedcare.identity.golden import GOLDEN_TAG
-from sharedcare.identity.service import SourcePatient, Work, identity_service
+from sharedcare.identity.service import identity_service
 from sharedcare.plugins import hookimpl
 from sharedcare.record.sqlstore import PendingWrite, SqlStore
 
@@ -55,53 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class SyncReport:
-    """What :func:`sync_patients` did with the Patients it was given."""
-
-    placed: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    golden: int = 0
-
-
-def sync_patients(work: Work, patient_ids: Sequence[str]) -> SyncReport:
-    """Bring the index in line with the current versions of ``patient_ids``.
-
-    Runs in ``work``'s transaction; reads each Patient and its link row there, so the
-    decision is taken against what is committed now, whatever version the caller wrote.
-    """
-    report = SyncReport()
-    service = work.service
-    ids = list(dict.fromkeys(patient_ids))
-    sources = [i for i in ids if not service.is_golden(i)]
-    report.golden = len(ids) - len(sources)
-    if not sources:
-        return report
-    current = work.store.read_many(work.connection, [("Patient", i) for i in sources])
-    linked = rows.link_rows(work.connection, sources)
-    todo: list[SourcePatient] = []
-    gone: list[str] = []
-    for source_id in sources:
-        stored = current.get(("Patient", source_id))
-        link = linked.get(source_id)
-        if stored is None:
-            report.unchanged += 1
-        elif stored.deleted:
-            if link is not None:
-                gone.append(source_id)
-            else:
-                report.unchanged += 1
-        elif link is None or link.source_version != stored.version_id:
-            todo.append(SourcePatient(source_id, stored.version_id, stored.json()))
-        else:
-            report.unchanged += 1
-    work.place(todo)
-    work.remove(gone)
-    report.placed, report.removed = len(todo), len(gone)
-    return report
 
 
 def match_written(store: SqlStore, patient_ids: Sequence[str]) -> SyncReport:

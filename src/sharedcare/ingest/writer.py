@@ -381,6 +381,15 @@ def write_messages(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) ->
     return outcomes
 
 
+def _write_failure(cause: str, message_id: int) -> str:
+    """The error-queue reason of a message the record could not take: the cause (an
+    exception type, never data) and how to replay it."""
+    return (
+        f"the record could not be written ({cause}); it is kept, and can be replayed with "
+        f"`sharedcare ingest replay --id {message_id}` once the cause is fixed"
+    )
+
+
 def park_failed(engine: Engine, message_id: int, cause: str) -> bool:
     """Move a message that could not be written to the error queue (stage ``failed``).
 
@@ -391,10 +400,7 @@ def park_failed(engine: Engine, message_id: int, cause: str) -> bool:
     Returns:
         True if the message was moved.
     """
-    reason = (
-        f"the record could not be written ({cause}); it is kept, and can be replayed with "
-        f"`sharedcare ingest replay --id {message_id}`"
-    )
+    reason = _write_failure(cause, message_id)
     with write_connection(engine) as connection:
         feed_id = connection.execute(
             update(MESSAGE)
@@ -420,10 +426,7 @@ def _fail_alone(engine: Engine, item: ToWrite, cause: str) -> list[Outcome]:
     outcome = Outcome(
         item.message_id,
         Stage.FAILED.value,
-        error=(
-            f"the record could not be written ({cause}); it is kept, and can be replayed with "
-            f"`sharedcare ingest replay --id {item.message_id}` once the database is healthy"
-        ),
+        error=_write_failure(cause, item.message_id),
     )
     with write_connection(engine) as connection:
         finish_messages(connection, [outcome], {item.message_id: item.feed.id})
