@@ -3,7 +3,9 @@
 Figures printed:
 
 * **Throughput**: ``sharedcare mllp`` in a subprocess on a throwaway PostgreSQL 15 cluster;
-  python-hl7 MLLP clients (another process, ``BENCH_INGEST_CONNECTIONS`` connections) send
+  an MLLP client (this process, ``BENCH_INGEST_CONNECTIONS`` connections served by one thread,
+  :func:`send_lean`; ``BENCH_INGEST_CLIENT=threads`` uses the tests' client, a python-hl7
+  ``MLLPClient`` thread per connection, as before session 5) sends
   ``BENCH_INGEST_MESSAGES`` messages (ADT^A01/A08, ORU^R01 with three results). Reported:
   messages/s acknowledged, messages/s end to end (first byte sent to the last message's
   resources committed in the record), and p50/p99 time to ACK. Target: ≥ 2,000 msg/s on
@@ -13,7 +15,10 @@ Figures printed:
   PostgreSQL, and this client), read from /proc. Their sum is the cost of a message on this
   machine, and 2 cores divided by it is the ceiling no scheduling can beat; these figures
   are also far less disturbed than msg/s when other work shares the machine (the load
-  average is printed with them).
+  average is printed with them). Then the system-time part of each, and PostgreSQL's
+  CPU split by whose connection each backend serves (the listener's group commits, the
+  writer's transactions, this benchmark's polling; matched by client TCP port) and
+  background work (WAL writer, checkpointer, autovacuum, connections closed meanwhile).
 
   The traffic is a realistic population (since issue 7's identity stage): 2,000 patients
   with varied names (Faker en_GB tables, surnames weighted by frequency), birth dates over
@@ -36,20 +41,27 @@ follows a commit that would survive a power cut, as in production.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import selectors
+import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
+from sharedcare.ingest.hl7v2.mllp import END_BLOCK, frame
 from tests.support.hl7_traffic import (
     Listener,
+    Traffic,
     exactly_once_problems,
+    message,
     percentile,
     population,
     send_all,
@@ -60,6 +72,7 @@ from tests.support.postgres import Cluster, start_cluster
 MESSAGES = int(os.environ.get("BENCH_INGEST_MESSAGES", "10000"))
 CONNECTIONS = int(os.environ.get("BENCH_INGEST_CONNECTIONS", "16"))
 CRASH_MESSAGES = int(os.environ.get("BENCH_INGEST_CRASH_MESSAGES", "10000"))
+CLIENT = os.environ.get("BENCH_INGEST_CLIENT", "lean")  # or "threads" (before session 5)
 
 
 def _database(cluster_url: str, name: str) -> str:
@@ -77,13 +90,19 @@ def _database(cluster_url: str, name: str) -> str:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its reaped children, from /proc (Linux)."""
+def _cpu_seconds(pid: int, *, kernel: bool | None = None) -> float:
+    """CPU time of a process and its reaped children, from /proc (Linux).
+
+    ``kernel``: ``None`` for user and system time, ``False`` user only, ``True`` system only.
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return sum(int(f) for f in fields[11:15]) / _TICK
+    ticks = [int(f) for f in fields[11:15]]  # utime, stime, cutime, cstime
+    if kernel is None:
+        return sum(ticks) / _TICK
+    return (ticks[1] + ticks[3] if kernel else ticks[0] + ticks[2]) / _TICK
 
 
 def _children(pid: int) -> list[int]:
@@ -93,42 +112,198 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _cpu(listener: Listener, cluster: Cluster) -> dict[str, float]:
-    """CPU seconds so far of the listener, its writer process, PostgreSQL and this client."""
+def _cpu(listener: Listener, cluster: Cluster, *, kernel: bool | None = None) -> dict[str, float]:
+    """CPU seconds so far of the listener, its writer process, PostgreSQL and this client
+    (``kernel`` as in :func:`_cpu_seconds`)."""
     assert listener.process is not None
     pid = listener.process.pid
     postmaster = int((cluster.root / "data" / "postmaster.pid").read_text().split()[0])
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    client = {None: usage.ru_utime + usage.ru_stime, False: usage.ru_utime, True: usage.ru_stime}
     return {
-        "listener": _cpu_seconds(pid),
-        "writer process": sum(_cpu_seconds(c) for c in _children(pid)),
-        "PostgreSQL": _cpu_seconds(postmaster)
-        + sum(_cpu_seconds(c) for c in _children(postmaster)),
-        "client": usage.ru_utime + usage.ru_stime,
+        "listener": _cpu_seconds(pid, kernel=kernel),
+        "writer process": sum(_cpu_seconds(c, kernel=kernel) for c in _children(pid)),
+        "PostgreSQL": _cpu_seconds(postmaster, kernel=kernel)
+        + sum(_cpu_seconds(c, kernel=kernel) for c in _children(postmaster)),
+        "client": client[kernel],
     }
+
+
+def _msa(reply: bytes) -> tuple[str, str]:
+    """(MSA-1, MSA-2) of an acknowledgement."""
+    for segment in reply.strip(b"\x0b\x1c\r\n").split(b"\r"):
+        if segment.startswith(b"MSA|"):
+            parts = segment.decode("utf-8", "replace").split("|")
+            return parts[1], parts[2] if len(parts) > 2 else ""
+    return "", ""
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """The message a connection is waiting on: its index, when it was sent, reply so far."""
+
+    index: int
+    sent: float
+    buffer: bytes = b""
+
+
+def framed(total: int) -> list[bytes]:
+    """Messages ``0..total-1`` (:func:`tests.support.hl7_traffic.message`), MLLP-framed."""
+    return [frame(message(i).encode()) for i in range(total)]
+
+
+def send_lean(port: int, payloads: list[bytes], connections: int) -> Traffic:
+    """Send framed messages (``framed``) over ``connections`` MLLP connections, one thread.
+
+    The throughput run's sender: each connection has one message in flight and sends the
+    next when its ACK arrives (as :func:`tests.support.hl7_traffic.send_all` does), but
+    one thread waits on every socket with ``selectors``, and the messages are framed
+    before the clock starts. Sixteen threads contending for the GIL cost more CPU than the
+    listener spent on some stages, on the same two cores. A message answered with
+    anything but AA is recorded and sent again. The crash run keeps ``send_all``, which
+    reconnects and resends after the listener is killed.
+    """
+    total = len(payloads)
+    traffic = Traffic()
+    selector = selectors.DefaultSelector()
+    pending = iter(range(total))
+    in_flight: dict[socket.socket, _InFlight] = {}
+    attempts: dict[int, int] = {}
+
+    def send(sock: socket.socket, i: int) -> None:
+        in_flight[sock] = _InFlight(i, time.perf_counter())
+        sock.sendall(payloads[i])
+        traffic.sends += 1
+
+    for _ in range(min(connections, total)):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        selector.register(sock, selectors.EVENT_READ)
+        send(sock, next(pending))
+    deadline = time.monotonic() + 600
+    while in_flight and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=30):
+            sock = _socket_of(key.fileobj)
+            current = in_flight[sock]
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("the listener closed a connection")
+            current.buffer += data
+            if END_BLOCK not in current.buffer:
+                continue
+            traffic.latencies.append(time.perf_counter() - current.sent)
+            code, control = _msa(current.buffer)
+            if control != f"M{current.index}":
+                raise ConnectionError("ACK for another message")
+            if code != "AA":  # e.g. AR while the database is busy: send it again
+                traffic.non_aa.append(f"M{current.index}: {code}")
+                attempts[current.index] = attempts.get(current.index, 0) + 1
+                if attempts[current.index] > 100:
+                    raise RuntimeError(f"M{current.index} was never accepted")
+                send(sock, current.index)
+                continue
+            traffic.acked.add(current.index)
+            following = next(pending, None)
+            if following is None:
+                del in_flight[sock]
+                selector.unregister(sock)
+                sock.close()
+            else:
+                send(sock, following)
+    selector.close()
+    if in_flight:
+        raise TimeoutError(f"{len(in_flight)} messages were not acknowledged")
+    return traffic
+
+
+def _socket_of(fileobj: object) -> socket.socket:
+    if not isinstance(fileobj, socket.socket):  # pragma: no cover - only sockets registered
+        raise TypeError("not a socket")
+    return fileobj
+
+
+def _local_ports(pids: list[int]) -> set[int]:
+    """The local TCP ports of the sockets the processes ``pids`` hold open (Linux /proc)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    target = str(fd.readlink())
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _backends(engine: Engine, listener: Listener) -> dict[int, tuple[str, float]]:
+    """Each PostgreSQL client backend: whose connection it serves (``listener``, ``writer``
+    or ``benchmark``, matched by the client's TCP port) and its CPU seconds so far."""
+    assert listener.process is not None
+    pid = listener.process.pid
+    listener_ports = _local_ports([pid])
+    writer_ports = _local_ports(_children(pid))
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT pid, client_port FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend'"
+            )
+        ).all()
+    out: dict[int, tuple[str, float]] = {}
+    for backend, port in rows:
+        whose = (
+            "listener"
+            if port in listener_ports
+            else "writer"
+            if port in writer_ports
+            else "benchmark"
+        )
+        out[int(backend)] = (whose, _cpu_seconds(int(backend)))
+    return out
 
 
 def throughput(url: str, log: Path, cluster: Cluster) -> None:
     listener = Listener(url, log=log)
     listener.start()
     engine = create_engine(url)
+    payloads = framed(MESSAGES) if CLIENT == "lean" else []
     try:
+        backends_before = _backends(engine, listener)
         before = _cpu(listener, cluster)
+        kernel_before = _cpu(listener, cluster, kernel=True)
         started = time.perf_counter()
-        traffic = send_all(listener.port, MESSAGES, connections=CONNECTIONS, resend_every=0)
+        if CLIENT == "lean":
+            traffic = send_lean(listener.port, payloads, CONNECTIONS)
+        else:  # the resending client of the tests and the crash run, a thread per connection
+            traffic = send_all(listener.port, MESSAGES, connections=CONNECTIONS, resend_every=0)
         acked = time.perf_counter() - started
         client_after = _cpu(listener, cluster)["client"]
+        client_kernel_after = _cpu(listener, cluster, kernel=True)["client"]
         wait_until_written(engine, MESSAGES)
         written = time.perf_counter() - started
         after = {**_cpu(listener, cluster), "client": client_after}
+        kernel_after = {**_cpu(listener, cluster, kernel=True), "client": client_kernel_after}
+        backends_after = _backends(engine, listener)
         with engine.connect() as connection:
             resources = connection.scalar(text("SELECT count(*) FROM resource"))
     finally:
         listener.stop()
         engine.dispose()
     cpu = {name: (after[name] - before[name]) * 1000 / MESSAGES for name in after}
+    kernel = {name: (kernel_after[name] - kernel_before[name]) * 1000 / MESSAGES for name in after}
+    backend_ms: dict[str, float] = {"listener": 0.0, "writer": 0.0, "benchmark": 0.0}
+    for pid, (whose, cpu_s) in backends_after.items():
+        earlier = backends_before.get(pid, (whose, 0.0))[1]
+        backend_ms[whose] += (cpu_s - earlier) * 1000 / MESSAGES
     ms = [s * 1000 for s in traffic.latencies]
-    print(f"messages            {MESSAGES:,} over {CONNECTIONS} connections")
+    print(f"messages            {MESSAGES:,} over {CONNECTIONS} connections ({CLIENT} client)")
     print(f"traffic             realistic population: {population(MESSAGES)}")
     print(f"acknowledged        {MESSAGES / acked:,.0f} msg/s")
     print(f"end to end          {MESSAGES / written:,.0f} msg/s (to resources committed)")
@@ -139,6 +314,17 @@ def throughput(url: str, log: Path, cluster: Cluster) -> None:
         "CPU per message     "
         + ", ".join(f"{name} {ms:.2f} ms" for name, ms in cpu.items())
         + f"; total {sum(cpu.values()):.2f} ms"
+    )
+    print(
+        "  PostgreSQL split  "
+        + ", ".join(f"{name}'s connections {ms:.2f} ms" for name, ms in backend_ms.items())
+        + f", background and closed connections {cpu['PostgreSQL'] - sum(backend_ms.values()):.2f}"
+        " ms (WAL writer, checkpointer, autovacuum)"
+    )
+    print(
+        "  of which kernel  "
+        + ", ".join(f"{name} {ms:.2f} ms" for name, ms in kernel.items())
+        + " (system time: sockets, pipe, WAL writes)"
     )
     print(
         f"  2-core ceiling    {2000 / sum(cpu.values()):,.0f} msg/s if every process kept a "

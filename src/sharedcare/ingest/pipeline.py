@@ -120,9 +120,14 @@ def _mark_failed(engine: Engine, failures: Sequence[tuple[int, str, str]]) -> No
         )
 
 
-def process_rows(engine: Engine, store: SqlStore, rows: Sequence[Any]) -> ReplayReport:
+def process_rows(
+    engine: Engine, store: SqlStore, rows: Sequence[Any], *, replaying: bool = False
+) -> ReplayReport:
     """Map and write stored messages (rows with id, raw, protocol, message type, control id,
-    feed id/name/organisation/facility). FHIR messages are processed as bundles instead."""
+    feed id/name/organisation/facility). FHIR messages are processed as bundles instead.
+
+    With ``replaying`` the rows are failed messages from the error queue; otherwise waiting
+    ones (:func:`~sharedcare.ingest.writer.write_messages` takes only those)."""
     report = ReplayReport(tried=len(rows))
     to_write: list[ToWrite] = []
     failures: list[tuple[int, str, str]] = []
@@ -150,7 +155,7 @@ def process_rows(engine: Engine, store: SqlStore, rows: Sequence[Any]) -> Replay
     for message_id, _, reason in failures:
         report.stages[Stage.FAILED.value] += 1
         report.failures.append((message_id, reason))
-    for outcome in write_messages(engine, store, to_write):
+    for outcome in write_messages(engine, store, to_write, replaying=replaying):
         report.stages[outcome.stage] += 1
         if outcome.error:
             report.failures.append((outcome.message_id, outcome.error))
@@ -161,6 +166,7 @@ def _select(stages: Sequence[str]) -> Any:
     return (
         select(
             MESSAGE.c.id,
+            MESSAGE.c.stage,
             MESSAGE.c.raw,
             MESSAGE.c.feed_id,
             MESSAGE.c.message_type,
@@ -176,7 +182,7 @@ def _select(stages: Sequence[str]) -> Any:
     )
 
 
-def _run(engine: Engine, query: Any, *, count_attempt: bool) -> ReplayReport:
+def _run(engine: Engine, query: Any, *, replaying: bool) -> ReplayReport:
     store = SqlStore(engine)
     store.ensure_params()
     total = ReplayReport()
@@ -187,14 +193,14 @@ def _run(engine: Engine, query: Any, *, count_attempt: bool) -> ReplayReport:
         if not rows:
             return total
         last = rows[-1].id
-        if count_attempt:
+        if replaying:
             with write_connection(engine) as connection:
                 connection.execute(
                     update(MESSAGE)
                     .where(MESSAGE.c.id.in_([r.id for r in rows]))
                     .values(attempts=MESSAGE.c.attempts + 1, updated_at=now_us())
                 )
-        report = process_rows(engine, store, rows)
+        report = process_rows(engine, store, rows, replaying=replaying)
         total.tried += report.tried
         total.stages.update(report.stages)
         total.failures.extend(report.failures)
@@ -219,7 +225,7 @@ def replay(
         query = query.where(FEED.c.name == feed)
     if ids:
         query = query.where(MESSAGE.c.id.in_(list(ids)))
-    return _run(engine, query, count_attempt=True)
+    return _run(engine, query, replaying=True)
 
 
 def recover(engine: Engine, *, before: int | None = None) -> ReplayReport:
@@ -233,20 +239,29 @@ def recover(engine: Engine, *, before: int | None = None) -> ReplayReport:
     query = _select(WAITING)
     if before is not None:
         query = query.where(MESSAGE.c.id < before)
-    return _run(engine, query, count_attempt=False)
+    return _run(engine, query, replaying=False)
 
 
 def process_ids(engine: Engine, store: SqlStore, ids: Sequence[int]) -> ReplayReport:
     """Map and write the given stored messages, those of them still waiting.
 
     The ingest writer process is handed the ids of messages the listener has just stored;
-    an id already written or failed (by another writer) is left alone.
+    an id already written or failed (by another writer, or by an earlier attempt at the
+    same batch that committed in part) is left alone and counted at the stage it has, so
+    each id handed over is counted once, where it ended.
     """
     rows: list[Any] = []
+    finished: Counter[str] = Counter()
     with engine.connect() as connection:
         for start in range(0, len(ids), CHUNK):
             chunk = list(ids[start : start + CHUNK])
-            rows.extend(connection.execute(_select(WAITING).where(MESSAGE.c.id.in_(chunk))).all())
+            query = _select([stage.value for stage in Stage])
+            for row in connection.execute(query.where(MESSAGE.c.id.in_(chunk))):
+                if row.stage in WAITING:
+                    rows.append(row)
+                else:
+                    finished[row.stage] += 1
     report = process_rows(engine, store, rows)
+    report.stages.update(finished)
     report.tried = len(ids)
     return report

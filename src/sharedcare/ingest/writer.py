@@ -62,7 +62,8 @@ MESSAGE: Any = Message.__table__
 FEED: Any = Feed.__table__
 ACTION: Any = IdentityAction.__table__
 _RETRIES = 3
-_FINISHED = frozenset({Stage.WRITTEN.value, Stage.IDENTITY_PENDING.value})
+_WAITING = frozenset(WAITING)
+_REPLAYABLE = frozenset({Stage.FAILED.value})
 # PostgreSQL statements whose text is the same for any batch (arrays, not IN lists).
 _PG_CLAIM = "SELECT id, stage FROM message WHERE id = ANY(%(ids)s::bigint[]) FOR UPDATE"
 _PG_FINISH = (
@@ -250,13 +251,18 @@ def _merge_status(work: Work, merge: PatientMerge) -> str:
     return work.apply_a40(surviving_id, merge.prior_patient_id)
 
 
-def _claim(connection: Connection, items: Sequence[ToWrite]) -> tuple[list[ToWrite], list[Outcome]]:
-    """Lock the items' message rows; keep those not yet written (by another writer).
+def _claim(
+    connection: Connection, items: Sequence[ToWrite], claimable: frozenset[str]
+) -> tuple[list[ToWrite], list[Outcome]]:
+    """Lock the items' message rows; keep those still at a stage in ``claimable``.
 
     The write transaction has already queued behind every other identity writer (it bumped
     ``identity_state``), so a row another writer process finished is seen here as
     ``written`` and skipped: two writers given the same message (a writer process orphaned
-    by a killed listener, and the recovery of its successor) write it once.
+    by a killed listener, and the recovery of its successor) write it once. A row already
+    moved to ``failed`` is skipped too unless the caller is replaying failures: a batch
+    retried after part of it committed neither writes a failed message again nor counts
+    its failure twice in its feed's error counter.
     """
     ids = [item.message_id for item in items]
     stages: dict[int, str] = {}
@@ -273,7 +279,7 @@ def _claim(connection: Connection, items: Sequence[ToWrite]) -> tuple[list[ToWri
     done: list[Outcome] = []
     for item in items:
         stage = stages.get(item.message_id)
-        if stage is None or stage in _FINISHED:
+        if stage not in claimable:
             error = None if stage else "the message row no longer exists"
             done.append(
                 Outcome(item.message_id, stage or Stage.FAILED.value, error=error, skipped=True)
@@ -283,10 +289,12 @@ def _claim(connection: Connection, items: Sequence[ToWrite]) -> tuple[list[ToWri
     return live, done
 
 
-def _write_once(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) -> list[Outcome]:
+def _write_once(
+    engine: Engine, store: SqlStore, items: Sequence[ToWrite], claimable: frozenset[str]
+) -> list[Outcome]:
     with identity_service(engine).transaction(engine, store) as work:
         connection = work.connection
-        items, skipped = _claim(connection, items)
+        items, skipped = _claim(connection, items, claimable)
         plan = _plan(connection, store, items, work.now)
         plan.outcomes.extend(skipped)
         for round_writes in plan.rounds:
@@ -352,8 +360,15 @@ def apply_pending_merges(engine: Engine, store: SqlStore) -> int:
     return len(pending)
 
 
-def write_messages(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) -> list[Outcome]:
+def write_messages(
+    engine: Engine, store: SqlStore, items: Sequence[ToWrite], *, replaying: bool = False
+) -> list[Outcome]:
     """Write mapped messages to the record and mark them written (or failed), atomically.
+
+    Only messages still waiting (``stored``, ``parsed``, ``mapped``) are taken; with
+    ``replaying``, only messages in the error queue (``failed``). Any other is left as it
+    is and reported ``skipped`` at the stage it has (another writer, or an earlier attempt
+    at the same batch, finished it).
 
     A concurrent writer changing the same resource makes the batch retry on fresh
     versions. If the batch still cannot be committed, each message is tried on its own,
@@ -364,20 +379,21 @@ def write_messages(engine: Engine, store: SqlStore, items: Sequence[ToWrite]) ->
     """
     if not items:
         return []
+    claimable = _REPLAYABLE if replaying else _WAITING
     for _ in range(_RETRIES):
         try:
-            return _write_once(engine, store, items)
+            return _write_once(engine, store, items, claimable)
         except IntegrityError:
             continue  # another writer changed a resource first; re-read and retry
         except DBAPIError as error:
             if len(items) == 1:
-                return _fail_alone(engine, items[0], type(error).__name__)
+                return _fail_alone(engine, items[0], type(error).__name__, replaying)
             break
     if len(items) == 1:
-        return _fail_alone(engine, items[0], "IntegrityError")
+        return _fail_alone(engine, items[0], "IntegrityError", replaying)
     outcomes: list[Outcome] = []
     for item in items:
-        outcomes.extend(write_messages(engine, store, [item]))
+        outcomes.extend(write_messages(engine, store, [item], replaying=replaying))
     return outcomes
 
 
@@ -390,21 +406,23 @@ def _write_failure(cause: str, message_id: int) -> str:
     )
 
 
-def park_failed(engine: Engine, message_id: int, cause: str) -> bool:
+def park_failed(engine: Engine, message_id: int, cause: str, *, replaying: bool = False) -> bool:
     """Move a message that could not be written to the error queue (stage ``failed``).
 
-    Only a message still waiting is moved (one another writer finished is left as it is);
-    its feed's error counter goes up with it. The reason names the cause (an exception
-    type, never data) and how to replay the message.
+    Only a message still waiting is moved (with ``replaying``, one still in the error
+    queue, whose reason is renewed); one another writer finished is left as it is. Its
+    feed's error counter goes up with it. The reason names the cause (an exception type,
+    never data) and how to replay the message.
 
     Returns:
         True if the message was moved.
     """
     reason = _write_failure(cause, message_id)
+    stages = _REPLAYABLE if replaying else _WAITING
     with write_connection(engine) as connection:
         feed_id = connection.execute(
             update(MESSAGE)
-            .where(MESSAGE.c.id == message_id, MESSAGE.c.stage.in_(WAITING))
+            .where(MESSAGE.c.id == message_id, MESSAGE.c.stage.in_(sorted(stages)))
             .values(
                 stage=Stage.FAILED.value,
                 error_stage=Stage.WRITTEN.value,
@@ -421,13 +439,10 @@ def park_failed(engine: Engine, message_id: int, cause: str) -> bool:
     return True
 
 
-def _fail_alone(engine: Engine, item: ToWrite, cause: str) -> list[Outcome]:
+def _fail_alone(engine: Engine, item: ToWrite, cause: str, replaying: bool) -> list[Outcome]:
+    """Queue one message whose write the database refused (if it is still the caller's:
+    one another writer finished meanwhile is left as it is and reported skipped)."""
     logger.error("message %s could not be written to the record: %s", item.message_id, cause)
-    outcome = Outcome(
-        item.message_id,
-        Stage.FAILED.value,
-        error=_write_failure(cause, item.message_id),
-    )
-    with write_connection(engine) as connection:
-        finish_messages(connection, [outcome], {item.message_id: item.feed.id})
-    return [outcome]
+    moved = park_failed(engine, item.message_id, cause, replaying=replaying)
+    reason = _write_failure(cause, item.message_id)
+    return [Outcome(item.message_id, Stage.FAILED.value, error=reason, skipped=not moved)]

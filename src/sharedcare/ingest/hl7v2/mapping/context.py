@@ -7,8 +7,10 @@ patient, order or result, maps to the same resource ids.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -39,6 +41,26 @@ _KNOWN_AUTHORITIES = {
 """Assigning authorities with a national FHIR identifier system (UK Core)."""
 
 
+_NAMESPACE_BYTES = ID_NAMESPACE.bytes
+
+
+@lru_cache(maxsize=16384)
+def name_uuid(name: str) -> str:
+    """``str(uuid.uuid5(ID_NAMESPACE, name))``, computed without building ``UUID`` objects.
+
+    RFC 4122 section 4.3: the first 16 bytes of SHA-1(namespace + name), with the version
+    (5) and variant bits set. Patients, wards and organisations recur in message after
+    message, so their ids are remembered (the result depends on ``name`` alone).
+    """
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _part(text: str) -> str:
     return quote(text, safe="") or "-"
 
@@ -59,8 +81,7 @@ class MappingContext:
 
     def resource_id(self, resource_type: str, *parts: str) -> str:
         """Deterministic id for a resource identified by ``parts`` (already sender-scoped)."""
-        key = "|".join([resource_type, *parts])
-        return str(uuid.uuid5(ID_NAMESPACE, key))
+        return name_uuid("|".join([resource_type, *parts]))
 
     def local_system(self, kind: str, authority: str = "") -> str:
         """A URN naming a code or identifier system local to the sending facility."""

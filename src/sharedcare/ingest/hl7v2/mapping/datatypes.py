@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -97,8 +98,11 @@ def _parse_dtm(value: str) -> tuple[re.Match[str], int] | None:
     return match, digits
 
 
+@lru_cache(maxsize=4096)
 def fhir_date(value: str) -> str | None:
-    """HL7 DT/DTM to a FHIR ``date`` (precision kept, time dropped); ``None`` if invalid."""
+    """HL7 DT/DTM to a FHIR ``date`` (precision kept, time dropped); ``None`` if invalid.
+
+    Remembered per value (a pure function; birth dates recur with their patients)."""
     parsed = _parse_dtm(value)
     if parsed is None:
         return None
@@ -116,8 +120,12 @@ def fhir_date(value: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=4096)
 def fhir_datetime(value: str, zone: Any = DEFAULT_ZONE) -> str | None:
     """HL7 DTM/TS to a FHIR ``dateTime``; ``None`` if invalid.
+
+    Remembered per value and zone (a pure function; a message repeats its timestamps in
+    MSH-7, EVN, OBR and OBX).
 
     FHIR requires a time zone whenever a time is given, so timestamps without an offset
     are read in ``zone`` (Europe/London). Hours-only precision is padded to minutes.
