@@ -14,6 +14,7 @@ import importlib
 from typing import Any
 
 import pytest
+from sqlalchemy.dialects import postgresql
 
 from sharedcare.record.search import _PLANS, SearchRequest, compile_search, parse_search
 from sharedcare.record.search import include as include_module
@@ -106,3 +107,19 @@ def test_queries_differing_only_in_values_share_a_plan() -> None:
 )
 def test_queries_of_different_shapes_get_their_own_plans(one: str, other: str) -> None:
     assert _shape_of(one)[0] is not _shape_of(other)[0]
+
+
+def test_string_clauses_alone_meet_in_the_index_before_resources_are_read() -> None:
+    """``family=…&given=…``: the second name is checked against the first's index rows, so
+    PostgreSQL does not fetch every family candidate's resource row first
+    (``docs/decisions/0022-search-cpu-per-request.md``). Mixed with another kind, each
+    clause stays its own semi-join on ``resource`` (0012: nesting misled a chained search)."""
+    dialect = postgresql.dialect()
+    names, _ = _shape_of("Patient?family=smi&given=jo&name=x")
+    sql = str(names.page(None, False, []).compile(dialect=dialect))
+    assert sql.count("resource.pk IN") == 1
+    assert sql.count("idx_string.res IN") == 2
+    mixed, _ = _shape_of("Patient?family=smi&birthdate=2000")
+    sql = str(mixed.page(None, False, []).compile(dialect=dialect))
+    assert sql.count("resource.pk IN") == 2
+    assert "idx_string.res IN" not in sql

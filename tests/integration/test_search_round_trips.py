@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, event
 
@@ -64,18 +65,40 @@ def repo(engine: Engine) -> Repository:
 
 @pytest.fixture
 def selects(engine: Engine) -> Iterator[list[str]]:
-    """The SELECT statements run while the test runs (not the audit's INSERT)."""
+    """The SELECT statements run while the test runs (not the audit's INSERT).
+
+    On PostgreSQL they are counted at the driver, where searches send their statements
+    without SQLAlchemy's ``execute`` (``sharedcare.record.search.execute.fetch_rows``):
+    every cursor of the engine's connections records what it runs."""
     seen: list[str] = []
 
     def record(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
             seen.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
+    if engine.dialect.name != "postgresql":
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            yield seen
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        return
+
+    class Recording(psycopg.Cursor[Any]):
+        def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+            text = query.decode() if isinstance(query, bytes) else str(query)
+            record(None, self, text)
+            return super().execute(query, *args, **kwargs)
+
+    def checkout(connection: Any, *_: Any) -> None:
+        connection.cursor_factory = Recording
+
+    event.listen(engine, "checkout", checkout)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "checkout", checkout)
+        engine.dispose()  # no connection keeps the recording cursor
 
 
 def _search(repo: Repository, resource_type: str, query: str) -> Any:

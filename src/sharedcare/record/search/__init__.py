@@ -71,6 +71,8 @@ class SearchPlan:
     whole_type: str | None = None
     pages: dict[tuple[Any, ...], Select[Any]] = field(default_factory=dict)
     counted: Select[Any] | None = None
+    #: Kept for later searches of its shape (not a search built for itself).
+    kept: bool = False
 
     def page(self, anchor: list[Any] | None, before: bool, columns: Sequence[Any]) -> Select[Any]:
         """One page (built once per anchor shape): ``pk``, the sort values (``k0`` …) and
@@ -198,6 +200,7 @@ def compile_search(
     if plan is None:
         plan = _build(request, shapes, param_id, dialect, extra)
         if extra is None:
+            plan.kept = True
             if len(_PLANS) >= MAX_PLANS:
                 _PLANS.pop(next(iter(_PLANS)), None)
             _PLANS[key] = plan
@@ -217,13 +220,23 @@ def _build(
         RESOURCE.c.deleted.is_(False),
     ]
     scans: list[Select[Any]] | None = []
-    for shape in shapes:
+    parts = [compiler.clause(shape) for shape in shapes]
+    strings = [
+        p.index
+        for s, p in zip(shapes, parts, strict=True)
+        if p.index is not None and s[:2] == ("index", "string")
+    ]
+    nested = len(strings) > 1 and len(strings) == len(parts)
+    if nested:
+        conditions.append(RESOURCE.c.pk.in_(_nest(strings)))
+    for part in parts:
         # One semi-join per clause. (Nesting them into one, the scans matched with each
-        # other before any resource is read, was tried at 1M resources: twice as fast for
-        # two string prefixes, but PostgreSQL then misjudged a chain's selectivity and
-        # walked all 600,000 Observations in date order: 1.1 s instead of 0.1 ms.)
-        part = compiler.clause(shape)
-        conditions.append(part.condition)
+        # other before any resource is read, was tried at 1M resources for every search:
+        # twice as fast for two string prefixes, but PostgreSQL then misjudged a chain's
+        # selectivity and walked all 600,000 Observations in date order: 1.1 s instead of
+        # 0.1 ms. So only searches made of string clauses alone are nested, above.)
+        if not nested:
+            conditions.append(part.condition)
         if part.index is None:
             scans = None
         elif scans is not None:
@@ -238,3 +251,18 @@ def _build(
     keys = sort_keys(RESOURCE, request.resource_type, request.sort, param_id)
     whole = request.resource_type if not request.clauses and extra is None else None
     return SearchPlan(and_(*conditions), keys, scans or None, whole)
+
+
+def _nest(scans: list[Select[Any]]) -> Select[Any]:
+    """The first string scan's ``res`` restricted to those the other scans find too, so
+    that the second name is checked against the first's candidates before any resource
+    row is read: ``family=smith5&given=george`` (312 family candidates, 12 matches) read
+    each candidate's resource row first, half of its 2,518 buffers
+    (``docs/decisions/0022-search-cpu-per-request.md``)."""
+    first = scans[0]
+    res = first.selected_columns[0]
+    for scan in scans[1:]:
+        # ``correlate(None)``: the inner scan reads ``idx_string`` too and must keep it in
+        # its own FROM rather than refer to the enclosing scan's row.
+        first = first.where(res.in_(scan.correlate(None)))
+    return first

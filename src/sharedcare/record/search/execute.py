@@ -8,12 +8,14 @@ When the first page holds every match, its length is the total and no count runs
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Text, cast
+from sqlalchemy import Connection, Select, Text, cast
 
+from sharedcare.db.engine import driver_errors
 from sharedcare.record.search import CompiledSearch
 from sharedcare.record.search.clauses import RESOURCE
 from sharedcare.record.search.model import SearchRequest
@@ -53,7 +55,7 @@ def run_search(
         before=before,
         columns=page_columns(connection),
     )
-    rows = list(connection.execute(query, params).all())
+    rows = fetch_rows(connection, query, params, kept=compiled.plan.kept)
     more = len(rows) > size
     rows = rows[:size]
     if before:
@@ -94,6 +96,61 @@ def _planned_rows(connection: Connection, query: Any, params: dict[str, Any]) ->
     return 0
 
 
+def fetch_rows(
+    connection: Connection, query: Select[Any], params: dict[str, Any], *, kept: bool = True
+) -> list[Any]:
+    """The rows of a page or include-step statement.
+
+    On PostgreSQL a statement that is kept (per search shape, or per include step) is
+    compiled once and then run on the psycopg connection itself (in the SQLAlchemy
+    connection's transaction, or in autocommit as searches are): SQLAlchemy's ``execute``
+    walks the whole statement to find its cache key and sets up a result on every call,
+    which cost more Python than the driver's own execution
+    (``docs/decisions/0022-search-cpu-per-request.md``). A statement built for one request
+    (``kept=False``: a compartment search) or one the driver cannot take as it is
+    (expanding ``IN`` lists, bind processors) goes through SQLAlchemy.
+    """
+    if kept and connection.dialect.name == "postgresql":
+        text = _driver_text(connection, query)
+        if text is not None:
+            sql, constants = text
+            raw = connection.connection.driver_connection
+            with driver_errors(), raw.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.execute(sql, {**constants, **params} if constants else params)
+                rows: list[Any] = cursor.fetchall()
+                return rows
+    return list(connection.execute(query, params).all())
+
+
+def _driver_text(connection: Connection, query: Select[Any]) -> tuple[str, dict[str, Any]] | None:
+    """``query`` compiled for psycopg: its text and the values of the parameters it binds
+    itself (a resource type...); ``None`` if it needs SQLAlchemy to run it."""
+    try:
+        return _TEXTS[query]
+    except KeyError:
+        pass
+    compiled = query.compile(dialect=connection.dialect)
+    text: tuple[str, dict[str, Any]] | None = None
+    sql = str(compiled)
+    plain = not compiled._bind_processors and not compiled.escaped_bind_names
+    if plain and "POSTCOMPILE" not in sql:
+        constants = {
+            compiled.bind_names[bind]: bind.effective_value
+            for bind in compiled.binds.values()
+            if not bind.required
+        }
+        text = (sql, constants)
+    _TEXTS[query] = text
+    return text
+
+
+#: Compiled texts by statement, for as long as the statement is kept (by its plan, or the
+#: include steps' cache, both bounded).
+_TEXTS: weakref.WeakKeyDictionary[Select[Any], tuple[str, dict[str, Any]] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def page_columns(connection: Connection) -> list[Any]:
     """The resource columns a page (or an include step) returns, so resources come back in
     the same query that finds them."""
@@ -125,7 +182,7 @@ def stored_of(row: Sequence[Any]) -> StoredResource:
 
 
 _BYTEWISE = frozenset({"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"})
-_collations: dict[str, bool] = {}
+_collations: dict[Any, bool] = {}
 
 
 def bytewise_collation(connection: Connection) -> bool:
@@ -133,7 +190,7 @@ def bytewise_collation(connection: Connection) -> bool:
     its collation is C). Asked once per database."""
     if connection.dialect.name != "postgresql":
         return True
-    key = str(connection.engine.url)
+    key = connection.engine.url  # hashable; its text is rendered anew on every str()
     if key not in _collations:
         collation = connection.exec_driver_sql(
             "SELECT datcollate FROM pg_database WHERE datname = current_database()"

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, or_, select, tuple_
 from sharedcare.db.tables import IdxReference
 from sharedcare.fhir.definitions import search_parameters
 from sharedcare.record.search.clauses import RESOURCE, ParamId
-from sharedcare.record.search.execute import page_columns, stored_of
+from sharedcare.record.search.execute import fetch_rows, page_columns, stored_of
 from sharedcare.record.search.model import MAX_INCLUDES, Include
 from sharedcare.record.sqlstore import StoredResource
 
@@ -111,7 +111,7 @@ def _step(
         _STEPS[key] = query
     bound = {f"s{i}": value for i, value in enumerate(values)}
     bound.update((f"p{i}", param) for i, param in enumerate(params))
-    return [(row[0], stored_of(row)) for row in connection.execute(query, bound).all()]
+    return [(row[0], stored_of(row)) for row in fetch_rows(connection, query, bound)]
 
 
 #: Include steps' statements by shape (the values are bound: ``p0`` … the parameter ids,
