@@ -6,7 +6,9 @@ so that only the write path is measured), in interleaved blocks with the identit
 Patient write for each. Two kinds of Patient: corrupted copies of synthetic people (two
 sources per person, as a GP and a hospital would send) and the CRUD benchmark's Patient
 (gender and birth date only, every one alike). With ``threads`` > 1 the writes of a block
-are made by that many threads at once, as a server's concurrent requests.
+are made by that many threads at once, as a server's concurrent requests. Two runs time
+second versions that change no matching value (a phone number, the language), which keep
+their place without being scored again (decision 0020, 2026-11-22).
 
     python -m benchmarks.bench_identity_realtime [--people 600] [--postgres URL]
 """
@@ -34,6 +36,7 @@ from sharedcare.record.repository import Repository
 from sharedcare.record.sqlstore import SqlStore
 
 BLOCK = 50
+PHONE = [{"system": "phone", "value": "01202 000000"}]
 
 
 def _patient(pid: str, copy: dict[str, str]) -> dict[str, Any]:
@@ -81,7 +84,18 @@ def _crud(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def _run(url: str, label: str, patients: list[dict[str, Any]], threads: int = 1) -> None:
+def _run(
+    url: str,
+    label: str,
+    patients: list[dict[str, Any]],
+    threads: int = 1,
+    again: dict[str, Any] | None = None,
+) -> None:
+    """Time ``patients`` written in blocks, matching on and off alternately.
+
+    With ``again``, every Patient is first written (untimed, matched), and the timed writes
+    are second versions with ``again``'s elements added.
+    """
     engine = create_engine(url)
     upgrade(engine)
     store = SqlStore(engine)
@@ -91,6 +105,10 @@ def _run(url: str, label: str, patients: list[dict[str, Any]], threads: int = 1)
     # Warm up: the first write of a process loads the index (and the statement caches).
     repo.update("Patient", "warm-up", {"resourceType": "Patient", "id": "warm-up"})
     rebuild = identity_service(engine).last_rebuild_seconds or 0.0
+    if again is not None:
+        for resource in patients:
+            repo.update("Patient", resource["id"], dict(resource))
+        patients = [dict(resource, **again) for resource in patients]
     totals = {True: [0.0, 0.0, 0], False: [0.0, 0.0, 0]}
     for start in range(0, len(patients), BLOCK):
         on = (start // BLOCK) % 2 == 0
@@ -138,10 +156,23 @@ def main() -> None:
         _run(f"sqlite:///{Path(tmp) / 'a.db'}", "SQLite, synthetic people", synthetic)
         _run(f"sqlite:///{Path(tmp) / 'b.db'}", "SQLite, CRUD benchmark's Patient", _crud(600))
         _run(f"sqlite:///{Path(tmp) / 'c.db'}", "SQLite, synthetic, 8 threads", synthetic, 8)
+        # Second versions that change no matching value (a phone number, the language).
+        _run(
+            f"sqlite:///{Path(tmp) / 'd.db'}",
+            "SQLite, update, same demographics",
+            synthetic,
+            again={"telecom": PHONE},
+        )
+        _run(
+            f"sqlite:///{Path(tmp) / 'e.db'}",
+            "SQLite, CRUD Patient update",
+            _crud(600),
+            again={"language": "cy"},
+        )
     if args.postgres:
         _run(args.postgres, "PostgreSQL, synthetic people", synthetic)
         for resource in synthetic:  # the same people again, as second versions
-            resource["telecom"] = [{"system": "phone", "value": "01202 000000"}]
+            resource["telecom"] = PHONE
         _run(args.postgres, "PostgreSQL, synthetic, 8 threads", synthetic, 8)
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
 

@@ -37,6 +37,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "sharedcare.ingest.health",
     "sharedcare.api.health",
     "sharedcare.api.fhir",
+    "sharedcare.api.audit",  # after fhir: hooks run last-registered first, so its routes win
     "sharedcare.api.bulk",
     "sharedcare.api.feeds",
     "sharedcare.api.identity",

@@ -21,6 +21,7 @@ from sharedcare.api.errors import install_error_handlers
 from sharedcare.config import Settings, get_settings
 from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
+from sharedcare.identity.catchup import IdentityWarmup
 from sharedcare.plugins import plugin_manager
 from sharedcare.record.audit import AuditWriter
 from sharedcare.record.sqlstore import SqlStore
@@ -90,9 +91,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auto_migrate:
             app.state.store.ensure_params()
         app.state.audit_writer = AuditWriter(engine)
+        # Load the identity index and link Patients a crash left unlinked, in the background.
+        warmup = IdentityWarmup.start_if_matching(engine, app.state.store)
+        app.state.identity_warmup = warmup
         try:
             yield
         finally:
+            if warmup is not None:
+                warmup.stop()
             # Commit every queued AuditEvent before the connections go.
             app.state.audit_writer.close()
             engine.dispose()

@@ -463,7 +463,8 @@ async def delete(rtype: str, id: str, repo: RepositoryDep) -> Response:
 
 async def _record_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RecordError)
-    return FhirJsonResponse(exc.outcome(), status_code=exc.status)
+    headers = getattr(exc, "headers", None)  # a 405's Allow
+    return FhirJsonResponse(exc.outcome(), status_code=exc.status, headers=headers)
 
 
 @hookimpl

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, func, select
 
 from sharedcare.identity import store as rows
 from sharedcare.identity.service import IDENTITY_CONTEXT, SourcePatient, Work, identity_service
 from sharedcare.record.context import RequestContext
-from sharedcare.record.sqlstore import SqlStore
+from sharedcare.record.sqlstore import SqlStore, StoredResource
 
 __all__ = ["LinkReport", "SyncReport", "link_all", "sync_patients"]
 
@@ -38,10 +39,11 @@ class SyncReport:
     golden: int = 0
 
 
-_CHUNK = 500  # ids per IN list
-
-
-def sync_patients(work: Work, patient_ids: Sequence[str]) -> SyncReport:
+def sync_patients(
+    work: Work,
+    patient_ids: Sequence[str],
+    written: Mapping[str, tuple[int, bytes]] | None = None,
+) -> SyncReport:
     """Bring the index in line with the current versions of ``patient_ids``.
 
     The one rule of both the batch run and real-time matching of repository writes: a
@@ -50,6 +52,13 @@ def sync_patients(work: Work, patient_ids: Sequence[str]) -> SyncReport:
     record, is left alone. Runs in ``work``'s transaction and reads the versions there, so
     the decision is taken against what is committed now, whatever version a caller wrote;
     only the Patients to place are read whole.
+
+    Args:
+        work: The identity transaction.
+        patient_ids: Patients to bring in line.
+        written: Version and stored JSON of Patients the caller has just written (the
+            real-time hook): a Patient whose current version is the one written is not
+            read back.
     """
     report = SyncReport()
     service = work.service
@@ -58,16 +67,7 @@ def sync_patients(work: Work, patient_ids: Sequence[str]) -> SyncReport:
     report.golden = len(ids) - len(sources)
     if not sources:
         return report
-    resource: Any = rows.RESOURCE
-    versions: dict[str, tuple[int, bool]] = {}
-    for start in range(0, len(sources), _CHUNK):
-        for row in work.connection.execute(
-            select(resource.c.id, resource.c.version_id, resource.c.deleted).where(
-                resource.c.resource_type == "Patient",
-                resource.c.id.in_(sources[start : start + _CHUNK]),
-            )
-        ):
-            versions[row.id] = (row.version_id, bool(row.deleted))
+    versions = rows.patient_versions(work.connection, sources)
     linked = rows.link_rows(work.connection, sources)
     todo: list[str] = []
     gone: list[str] = []
@@ -82,17 +82,28 @@ def sync_patients(work: Work, patient_ids: Sequence[str]) -> SyncReport:
                 gone.append(source_id)
         elif link is None or link.source_version != version:
             todo.append(source_id)
-    stored = work.store.read_many(work.connection, [("Patient", i) for i in todo])
+    known: dict[str, SourcePatient] = {}
+    if written:
+        for i in todo:
+            held = written.get(i)
+            if held is not None and held[1] and held[0] == versions[i][0]:
+                known[i] = SourcePatient(i, held[0], orjson.loads(held[1]))
+    unread = [("Patient", i) for i in todo if i not in known]
+    stored = work.store.read_many(work.connection, unread) if unread else {}
     place = [
-        SourcePatient(i, s.version_id, s.json())
-        for i in todo
-        if (s := stored.get(("Patient", i))) is not None and not s.deleted
+        p for i in todo if (p := known.get(i) or _source(stored.get(("Patient", i)))) is not None
     ]
     work.place(place)
     work.remove(gone)
     report.placed, report.removed = len(place), len(gone)
     report.unchanged = len(sources) - len(place) - len(gone)
     return report
+
+
+def _source(stored: StoredResource | None) -> SourcePatient | None:
+    if stored is None or stored.deleted:
+        return None
+    return SourcePatient(stored.id, stored.version_id, stored.json())
 
 
 def link_all(

@@ -264,6 +264,27 @@ class Matcher:
         """Merges that can still be undone, oldest first."""
         return list(self._merges.values())
 
+    def refresh(self, record: PersonRecord) -> int | None:
+        """Take a newer copy of an indexed record whose matching values are all unchanged.
+
+        Nothing is scored and the record keeps its cluster: only the copy held (its
+        ``updated`` time, which survivorship reads) is replaced. A record whose values
+        differ in any field is left alone, for :meth:`add` to re-evaluate.
+
+        Returns:
+            The number of records in its cluster, or ``None`` if ``record`` is not indexed
+            with exactly these values (nothing was changed).
+        """
+        with self._lock:
+            handle = self._handles.get(record.key)
+            if handle is None:
+                return None
+            entry = self._entries[handle]
+            if entry.record != record:  # ``updated`` is not compared
+                return None
+            entry.record = record
+            return len(self._goldens[entry.golden_id].members)
+
     def update(self, record: PersonRecord) -> LinkDecision:
         """Replace a source record's values and re-evaluate its cluster.
 
@@ -347,10 +368,16 @@ class Matcher:
             )
 
         best: dict[str, tuple[float, int, tuple[int, ...]]] = {}
+        # The weight depends on the comparison vector alone (the term frequencies are
+        # those of ``feats``), and candidates in one block often compare alike: each
+        # distinct vector is weighed once, with the very same sum.
+        weights: dict[tuple[int, ...], float] = {}
         for handle in candidates:
             other = entries[handle]
             vector = compare(feats, other.features)
-            weight = model.weight(vector, self._tf_values(feats, vector))
+            weight = weights.get(vector)
+            if weight is None:
+                weight = weights[vector] = model.weight(vector, self._tf_values(feats, vector))
             held = best.get(other.golden_id)
             if held is None or weight > held[0]:
                 best[other.golden_id] = (weight, handle, vector)

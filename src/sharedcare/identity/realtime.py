@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -57,10 +57,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def match_written(store: SqlStore, patient_ids: Sequence[str]) -> SyncReport:
-    """Match ``patient_ids`` (just written) in one identity transaction of their own."""
+def match_written(
+    store: SqlStore,
+    patient_ids: Sequence[str],
+    written: Mapping[str, tuple[int, bytes]] | None = None,
+) -> SyncReport:
+    """Match ``patient_ids`` (just written) in one identity transaction of their own.
+
+    ``written`` holds the version and JSON of each as written, so that a Patient still at
+    that version is not read back (:func:`~sharedcare.identity.batch.sync_patients`).
+    """
     with identity_service(store.engine).transaction(store.engine, store) as work:
-        return sync_patients(work, patient_ids)
+        return sync_patients(work, patient_ids, written)
 
 
 class _GroupMatcher:
@@ -77,18 +85,23 @@ class _GroupMatcher:
     def __init__(self) -> None:
         self._queue_lock = threading.Lock()
         self._turn = threading.Lock()
-        self._queue: list[tuple[list[str], Future[None]]] = []
+        self._queue: list[tuple[dict[str, tuple[int, bytes]], Future[None]]] = []
 
-    def match(self, store: SqlStore, patient_ids: list[str]) -> None:
+    def match(self, store: SqlStore, written: dict[str, tuple[int, bytes]]) -> None:
         mine: Future[None] = Future()
         with self._queue_lock:
-            self._queue.append((patient_ids, mine))
+            self._queue.append((written, mine))
         with self._turn:
             if not mine.done():
                 with self._queue_lock:
                     group, self._queue = self._queue, []
+                everything: dict[str, tuple[int, bytes]] = {}
+                for batch, _ in group:
+                    for i, held in batch.items():
+                        if i not in everything or held[0] > everything[i][0]:
+                            everything[i] = held
                 try:
-                    match_written(store, [i for ids, _ in group for i in ids])
+                    match_written(store, list(everything), everything)
                 except BaseException as error:
                     for _, future in group:
                         future.set_exception(error)
@@ -118,16 +131,22 @@ def record_committed(store: Any, context: Any, writes: Sequence[Any]) -> None:
     A failure is logged and left to the next batch run; the writes stand.
     """
     del context  # identity decisions are made as the identity service, whoever wrote
-    ids = [w.id for w in writes if isinstance(w, PendingWrite) and w.resource_type == "Patient"]
-    if not ids or not isinstance(store, SqlStore):
+    # Each Patient written, with the version and JSON as stored (empty for a deletion).
+    written: dict[str, tuple[int, bytes]] = {}
+    for w in writes:
+        if isinstance(w, PendingWrite) and w.resource_type == "Patient":
+            held = written.get(w.id)
+            if held is None or w.version_id > held[0]:
+                written[w.id] = (w.version_id, w.content or b"")
+    if not written or not isinstance(store, SqlStore):
         return
     try:
-        _group_of(store).match(store, ids)
+        _group_of(store).match(store, written)
     except Exception as error:  # the Patients are written; the batch run links them
         log.warning(
             "identity: real-time matching of %d written Patient(s) failed (%s); "
             "`sharedcare identity link` will match them",
-            len(ids),
+            len(written),
             type(error).__name__,
         )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, cast, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, cast, func, insert, or_, select, update
 from sqlalchemy import Text as SqlText
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -38,6 +38,7 @@ __all__ = [
     "SourceRow",
     "TrailEntry",
     "bump_version",
+    "current_version",
     "golden_rows",
     "insert_merge",
     "insert_reviews",
@@ -46,6 +47,8 @@ __all__ = [
     "link_rows",
     "open_merges",
     "pair_queued_or_rejected",
+    "patient_versions",
+    "refresh_links",
     "removed_since",
     "source_rows",
     "upsert",
@@ -74,12 +77,17 @@ class TrailEntry:
 
 @dataclass(frozen=True, slots=True)
 class SourceRow:
-    """A linked source Patient as stored: its link row and its current content."""
+    """A linked source Patient as stored: its link row and its current content.
+
+    ``matched`` says whether the current version is the one its link was decided on (a
+    Patient changed since, whose match did not run, is not).
+    """
 
     source_id: str
     source_system: str
     golden_id: str
     content: bytes | None
+    matched: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +116,11 @@ _BUMP = (
     .values(version=STATE.c.version + 1)
     .returning(STATE.c.version)
 )
+
+
+def current_version(connection: Connection) -> int:
+    """The index version as last committed (read only: takes no lock)."""
+    return int(connection.scalar(select(STATE.c.version).where(STATE.c.id == 1)) or 0)
 
 
 def bump_version(connection: Connection) -> int:
@@ -149,37 +162,98 @@ def upsert(connection: Connection, table: Any, rows: Sequence[dict[str, Any]], k
         connection.execute(statement, list(rows[start : start + _CHUNK]))
 
 
+_SOURCES: dict[tuple[str, bool], Any] = {}
+
+
+def _sources_statement(dialect: str, changed: bool) -> Any:
+    """The linked-sources query: all (streamed, for a rebuild), or changed after a version.
+
+    Built once per dialect. A catch-up reads the few links another process changed since
+    this one's last transaction, before nearly every identity transaction when two workers
+    take turns: it is not streamed, as a server-side cursor costs PostgreSQL round trips.
+    """
+    statement = _SOURCES.get((dialect, changed))
+    if statement is None:
+        content = RESOURCE.c.content
+        if dialect == "postgresql":
+            content = cast(content, SqlText)
+        statement = (
+            select(
+                LINK.c.source_id,
+                LINK.c.source_system,
+                LINK.c.golden_id,
+                content.label("content"),
+                RESOURCE.c.deleted,
+                RESOURCE.c.version_id,
+                LINK.c.source_version,
+            )
+            .select_from(LINK)
+            .outerjoin(
+                RESOURCE,
+                and_(RESOURCE.c.resource_type == "Patient", RESOURCE.c.id == LINK.c.source_id),
+            )
+        )
+        if changed:
+            statement = statement.where(LINK.c.changed > bindparam("changed_after"))
+        else:
+            statement = statement.execution_options(yield_per=2000)
+        _SOURCES[(dialect, changed)] = statement
+    return statement
+
+
 def source_rows(connection: Connection, changed_after: int | None = None) -> Iterator[SourceRow]:
     """Linked sources with their current Patient content (``None`` if deleted).
 
     Every one, or only those whose link changed after index version ``changed_after``.
     """
-    content = RESOURCE.c.content
-    if connection.dialect.name == "postgresql":
-        content = cast(content, SqlText)
-    query = (
-        select(
-            LINK.c.source_id,
-            LINK.c.source_system,
-            LINK.c.golden_id,
-            content.label("content"),
-            RESOURCE.c.deleted,
-        )
-        .select_from(LINK)
-        .outerjoin(
-            RESOURCE,
-            and_(RESOURCE.c.resource_type == "Patient", RESOURCE.c.id == LINK.c.source_id),
-        )
-        .execution_options(yield_per=2000)
-    )
-    if changed_after is not None:
-        query = query.where(LINK.c.changed > changed_after)
-    for row in connection.execute(query):
+    statement = _sources_statement(connection.dialect.name, changed_after is not None)
+    params = {} if changed_after is None else {"changed_after": changed_after}
+    for row in connection.execute(statement, params):
         raw = row.content
         if isinstance(raw, str):
             raw = raw.encode()
         yield SourceRow(
-            row.source_id, row.source_system, row.golden_id, None if row.deleted else raw
+            row.source_id,
+            row.source_system,
+            row.golden_id,
+            None if row.deleted else raw,
+            row.version_id == row.source_version,
+        )
+
+
+# Built once: building a statement costs more than running it for the handful of ids of
+# a real-time match. ``ids`` is an expanding parameter, so each length is compiled once.
+_LINKS = select(
+    LINK.c.source_id, LINK.c.source_system, LINK.c.source_version, LINK.c.golden_id
+).where(LINK.c.source_id.in_(bindparam("ids", expanding=True)))
+_VERSIONS = select(RESOURCE.c.id, RESOURCE.c.version_id, RESOURCE.c.deleted).where(
+    RESOURCE.c.resource_type == "Patient", RESOURCE.c.id.in_(bindparam("ids", expanding=True))
+)
+_REFRESH = (
+    update(LINK)
+    .where(LINK.c.source_id == bindparam("b_source_id"))
+    .values(source_version=bindparam("b_version"), changed=bindparam("b_changed"))
+)
+
+
+def patient_versions(connection: Connection, ids: Sequence[str]) -> dict[str, tuple[int, bool]]:
+    """Current version and deleted flag of each Patient in ``ids`` that exists."""
+    found: dict[str, tuple[int, bool]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        for row in connection.execute(_VERSIONS, {"ids": list(ids[start : start + _CHUNK])}):
+            found[row.id] = (row.version_id, bool(row.deleted))
+    return found
+
+
+def refresh_links(connection: Connection, versions: dict[str, int], changed: int) -> None:
+    """Move links to a newer source version, keeping their decision (index ``changed``)."""
+    if versions:
+        connection.execute(
+            _REFRESH,
+            [
+                {"b_source_id": s, "b_version": v, "b_changed": changed}
+                for s, v in sorted(versions.items())
+            ],
         )
 
 
@@ -188,25 +262,29 @@ def link_rows(connection: Connection, source_ids: Sequence[str]) -> dict[str, Li
     found: dict[str, LinkRow] = {}
     for start in range(0, len(source_ids), _CHUNK):
         chunk = list(source_ids[start : start + _CHUNK])
-        for row in connection.execute(
-            select(
-                LINK.c.source_id, LINK.c.source_system, LINK.c.source_version, LINK.c.golden_id
-            ).where(LINK.c.source_id.in_(chunk))
-        ):
+        for row in connection.execute(_LINKS, {"ids": chunk}):
             found[row.source_id] = LinkRow(
                 row.source_id, row.source_system, row.source_version, row.golden_id
             )
     return found
 
 
+_GOLDENS = select(GOLDEN.c.golden_id, GOLDEN.c.status, GOLDEN.c.replaced_by, GOLDEN.c.created_at)
+_GOLDENS_CHANGED = _GOLDENS.where(GOLDEN.c.changed > bindparam("changed_after"))
+_REMOVED = select(TRAIL.c.source_id).where(
+    TRAIL.c.id > bindparam("trail_id"), TRAIL.c.action == "remove"
+)
+
+
 def golden_rows(
     connection: Connection, changed_after: int | None = None
 ) -> list[tuple[str, str, str | None, int]]:
     """Golden ids with status, replacement and creation time (all, or changed after)."""
-    query = select(GOLDEN.c.golden_id, GOLDEN.c.status, GOLDEN.c.replaced_by, GOLDEN.c.created_at)
-    if changed_after is not None:
-        query = query.where(GOLDEN.c.changed > changed_after)
-    return [(r.golden_id, r.status, r.replaced_by, r.created_at) for r in connection.execute(query)]
+    if changed_after is None:
+        result = connection.execute(_GOLDENS)
+    else:
+        result = connection.execute(_GOLDENS_CHANGED, {"changed_after": changed_after})
+    return [(r.golden_id, r.status, r.replaced_by, r.created_at) for r in result]
 
 
 def last_trail_id(connection: Connection) -> int:
@@ -216,12 +294,7 @@ def last_trail_id(connection: Connection) -> int:
 
 def removed_since(connection: Connection, trail_id: int) -> list[str]:
     """Source ids removed from the index in trail rows after ``trail_id``."""
-    return [
-        str(r)
-        for r in connection.scalars(
-            select(TRAIL.c.source_id).where(TRAIL.c.id > trail_id, TRAIL.c.action == "remove")
-        )
-    ]
+    return [str(r) for r in connection.scalars(_REMOVED, {"trail_id": trail_id})]
 
 
 def open_merges(connection: Connection) -> list[OpenMerge]:
@@ -242,22 +315,37 @@ def insert_merge(connection: Connection, row: dict[str, Any]) -> int:
     return int(result.scalar_one())
 
 
+_PAIR = (
+    select(REVIEW.c.id)
+    .where(
+        or_(
+            and_(
+                REVIEW.c.golden_id == bindparam("a"),
+                REVIEW.c.candidate_golden_id == bindparam("b"),
+            ),
+            and_(
+                REVIEW.c.golden_id == bindparam("b"),
+                REVIEW.c.candidate_golden_id == bindparam("a"),
+            ),
+        ),
+        REVIEW.c.status.in_(("open", "rejected")),
+    )
+    .limit(1)
+)
+
+
 def pair_queued_or_rejected(connection: Connection, a: str, b: str) -> bool:
     """Whether the pair of golden ids ``a``, ``b`` is open for review or was rejected."""
-    pair = or_(
-        and_(REVIEW.c.golden_id == a, REVIEW.c.candidate_golden_id == b),
-        and_(REVIEW.c.golden_id == b, REVIEW.c.candidate_golden_id == a),
-    )
-    found = connection.scalar(
-        select(REVIEW.c.id).where(pair, REVIEW.c.status.in_(("open", "rejected"))).limit(1)
-    )
-    return found is not None
+    return connection.scalar(_PAIR, {"a": a, "b": b}) is not None
 
 
 def insert_reviews(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Queue review items."""
     if rows:
         connection.execute(insert(REVIEW), list(rows))
+
+
+_INSERT_TRAIL = insert(TRAIL).returning(TRAIL.c.id)
 
 
 def insert_trail(
@@ -271,7 +359,7 @@ def insert_trail(
     if not entries:
         return None
     result = connection.execute(
-        insert(TRAIL).returning(TRAIL.c.id),
+        _INSERT_TRAIL,
         [
             {
                 "recorded": recorded,

@@ -18,7 +18,6 @@ import base64
 import logging
 import queue
 import threading
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -55,7 +54,8 @@ _PG_INSERT_ONE = (
 )
 log = logging.getLogger(__name__)
 
-_ACTION = {
+#: The AuditEvent.action of each interaction (https://hl7.org/fhir/R4/valueset-audit-event-action.html).
+ACTIONS = {
     "create": "C",
     "read": "R",
     "vread": "R",
@@ -103,6 +103,7 @@ def audit_event(context: RequestContext, entry: AuditEntry, recorded: int) -> di
             ]
         },
         "who": {"identifier": {"value": context.user}},
+        "name": context.user,
         "requestor": True,
         "role": [{"text": context.role}],
         "purposeOfUse": [
@@ -122,7 +123,6 @@ def audit_event(context: RequestContext, entry: AuditEntry, recorded: int) -> di
         agent["who"]["display"] = context.organisation
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "id": str(uuid.uuid4()),
         "type": {
             "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
             "code": "rest",
@@ -131,7 +131,7 @@ def audit_event(context: RequestContext, entry: AuditEntry, recorded: int) -> di
         "subtype": [
             {"system": "http://hl7.org/fhir/restful-interaction", "code": entry.interaction}
         ],
-        "action": _ACTION.get(entry.interaction, "E"),
+        "action": ACTIONS.get(entry.interaction, "E"),
         "recorded": to_instant(recorded),
         "outcome": entry.outcome,
         "agent": [agent],

@@ -21,6 +21,7 @@ from sharedcare.db.engine import write_connection
 from sharedcare.fhir.definitions import is_resource_type
 from sharedcare.fhir.references import rewrite_references
 from sharedcare.record.audit import AuditEntry, write_audit
+from sharedcare.record.audit_search import AUDIT_EVENT, refuse_trail_write, trail_entry
 from sharedcare.record.errors import (
     ConcurrentUpdate,
     InvalidRequest,
@@ -159,6 +160,9 @@ def _transaction(repo: Repository, entries: list[_Entry]) -> list[dict[str, Any]
     # 1. Give every created resource its id, resolving conditional creates and updates.
     for entry in ordered:
         try:
+            if entry.method in {"POST", "PUT", "DELETE"}:  # even a delete of nothing
+                write = "delete" if entry.method == "DELETE" else "create"
+                refuse_trail_write(write, entry.resource_type)
             if entry.method == "POST":
                 assert entry.resource is not None
                 if entry.if_none_exist:
@@ -327,6 +331,8 @@ def _as_stored(write: PendingWrite) -> StoredResource:
 
 def _read_entry(repo: Repository, entry: _Entry) -> dict[str, Any]:
     try:
+        if entry.resource_type == AUDIT_EVENT:  # served from the audit trail
+            return trail_entry(repo, entry.url)
         if entry.criteria is not None or entry.id is None:
             page = repo.search(entry.resource_type, parse_qsl(entry.criteria or ""))
             bundle = {

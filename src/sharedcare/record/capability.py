@@ -1,7 +1,9 @@
 """The CapabilityStatement, generated from what the record implements.
 
 https://hl7.org/fhir/R4/capabilitystatement.html — every resource type of R4 with the
-interactions the repository supports and every search parameter the store indexes.
+interactions the repository supports and every search parameter the store indexes;
+AuditEvent with what the audit trail serves (read, vread and search, from the same
+definitions its routes use: :mod:`sharedcare.record.audit_params`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from sharedcare import __version__
 from sharedcare.fhir.definitions import resource_types, search_parameters
+from sharedcare.record import audit_params, audit_search
 
 INTERACTIONS = (
     "read",
@@ -28,11 +31,49 @@ _BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 BULK_EXPORT = {"Patient": _BULK + "patient-export", "Group": _BULK + "group-export"}
 
 
+def _audit_trail() -> dict[str, Any]:
+    """AuditEvent: read, vread and search of the append-only trail, and nothing that writes."""
+    return {
+        "type": audit_search.AUDIT_EVENT,
+        "documentation": (
+            "The audit trail: one event per interaction, written by the server only "
+            "(creates, updates and deletes are refused with 405). Searches are newest "
+            "first unless _sort=date, paged by _cursor."
+        ),
+        "interaction": [{"code": code} for code in audit_search.INTERACTIONS],
+        "versioning": "versioned",
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": [
+            {
+                "name": p.code,
+                "definition": p.definition,
+                "type": p.type,
+                "documentation": p.documentation,
+            }
+            for p in audit_params.PARAMETERS.values()
+        ],
+        "operation": [
+            {
+                "name": "validate",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+            }
+        ],
+    }
+
+
 @cache
 def capability_statement(base_url: str) -> dict[str, Any]:
     """The server's CapabilityStatement for ``base_url`` (e.g. ``http://host/fhir``)."""
     resources = []
     for rtype in resource_types():
+        if rtype == audit_search.AUDIT_EVENT:
+            resources.append(_audit_trail())
+            continue
         params = [
             {"name": code, "definition": p.url, "type": p.type}
             for code, p in sorted(search_parameters(rtype).items())

@@ -35,6 +35,7 @@ from sharedcare.record.audit import (
     insert_audit_rows,
     write_audit,
 )
+from sharedcare.record.audit_search import refuse_trail_write
 from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import (
     ConcurrentUpdate,
@@ -173,9 +174,11 @@ class Repository:
 
         Raises:
             Forbidden: A plugin refused; its reason is the message.
+            AuditTrailReadOnly: A write of an AuditEvent (405).
         """
         from sharedcare.plugins import plugin_manager
 
+        refuse_trail_write(interaction, resource_type)  # AuditEvents: append-only, server's
         refusals = plugin_manager().hook.check_access(
             context=self.context,
             interaction=interaction,
@@ -673,6 +676,8 @@ class Repository:
 
     def conditional_delete(self, resource_type: str, criteria: str) -> int:
         """https://hl7.org/fhir/R4/http.html#cdelete (single match only)."""
+        with self._audited(AuditEntry("delete", "0", resource_type, query=criteria)):
+            refuse_trail_write("delete", resource_type)  # even when nothing matches
         found = self._conditional_matches(resource_type, criteria)
         if len(found) > 1:
             raise PreconditionFailed(

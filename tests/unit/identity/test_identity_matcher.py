@@ -368,3 +368,46 @@ def test_fhir_patients_from_two_sources_link():
     }
     golden = m.golden("G1")
     assert golden.nhs_number == "9434765919"
+
+
+def test_refresh_takes_a_newer_copy_with_the_same_values_without_rescoring():
+    from datetime import UTC, datetime
+
+    m = make_matcher()
+    m.add(person("gp", "1", nhs_number="9434765919"))
+    m.add(
+        person(
+            "pas",
+            "9",
+            nhs_number="9434765919",
+            postcode="DT1 1AA",
+            updated=datetime(2020, 1, 1, tzinfo=UTC),
+        )
+    )
+    assert m.golden("G1").postcode == "DT1 1AA"  # the more recently updated record's
+    before = m.decision(("gp", "1"))
+    newer = PersonRecord.create(
+        "gp",
+        "1",
+        given_name="Jonathan",
+        family_name="Whitfield",
+        birth_date="1980-03-14",
+        sex="male",
+        postcode="BH1 1AA",
+        address="1 High Street, Bournemouth",
+        nhs_number="9434765919",
+        updated=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+    assert m.refresh(newer) == 2  # kept in its cluster of two
+    assert m.decision(("gp", "1")) is before  # nothing was scored
+    # The newer copy is held: the most recently updated address now survives.
+    assert m.golden("G1").postcode == "BH1 1AA"
+
+
+def test_refresh_leaves_a_changed_or_unknown_record_to_add():
+    m = make_matcher()
+    m.add(person("gp", "1"))
+    assert m.refresh(person("gp", "1", family_name="Whitfeld")) is None
+    assert m.refresh(person("gp", "2")) is None
+    assert m.refresh(person("pas", "1")) is None
+    assert m.golden("G1").family_name == "Whitfield"

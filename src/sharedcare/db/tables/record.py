@@ -253,12 +253,18 @@ class AuditRecord(Base):
     """One AuditEvent (IHE Basic Audit Log Patterns shape) per interaction, append-only."""
 
     __tablename__ = "audit_event"
-    __table_args__ = (Index("ix_audit_event_recorded", "recorded"),)
+    # The trail is read newest first, paged by (recorded, pk), by patient, user or neither
+    # (sharedcare.record.audit_search; migration 0010).
+    __table_args__ = (
+        Index("ix_audit_event_recorded_pk", "recorded", "pk"),
+        Index("ix_audit_event_patient_recorded", "patient", "recorded", "pk"),
+        Index("ix_audit_event_agent_recorded", "agent", "recorded", "pk"),
+    )
 
     pk: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
     recorded: Mapped[int] = mapped_column(BigInteger, doc="epoch microseconds, UTC")
     interaction: Mapped[str] = mapped_column(String(32))
     outcome: Mapped[str] = mapped_column(String(4), doc="FHIR AuditEvent.outcome: 0, 4, 8, 12")
     agent: Mapped[str] = mapped_column(String(200))
-    patient: Mapped[str | None] = personal_data(String(100), index=True)
+    patient: Mapped[str | None] = personal_data(String(100))
     content: Mapped[bytes] = personal_data(JsonDocument())

@@ -1,0 +1,65 @@
+"""What the identity service's units of work share: its context, errors and pending changes.
+
+See :mod:`sharedcare.identity.service` for how a transaction uses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sharedcare.identity import store as rows
+from sharedcare.identity.matcher import LinkDecision
+from sharedcare.identity.model import Score
+from sharedcare.record.audit import AuditEntry
+from sharedcare.record.context import RequestContext
+
+RecordKey = tuple[str, str]
+
+IDENTITY_CONTEXT = RequestContext(
+    user="sharedcare:identity", role="system", purpose="TREAT", source="identity"
+)
+"""The context golden records are written under when no person asked (real-time matching)."""
+
+
+class IdentityError(ValueError):
+    """An identity operation cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePatient:
+    """A source Patient as written to the record: id, version and content."""
+
+    id: str
+    version: int
+    content: dict[str, Any]
+
+
+def evidence(score: Score | None) -> bytes | None:
+    return orjson.dumps(score.to_dict()) if score is not None else None
+
+
+@dataclass
+class PendingChanges:
+    """What a :class:`~sharedcare.identity.work.Work` has changed and not yet written."""
+
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Sources whose new version left every matching value as it was: the link keeps its
+    # decision and moves to this version (``Work._refresh``).
+    versions: dict[str, int] = field(default_factory=dict)
+    moved: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    affected: set[str] = field(default_factory=set)
+    goldens: set[str] = field(default_factory=set)
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+    trail: list[rows.TrailEntry] = field(default_factory=list)
+    audits: list[AuditEntry] = field(default_factory=list)
+
+
+def detail(decision: LinkDecision) -> dict[str, Any]:
+    detail: dict[str, Any] = {"kind": decision.kind.value, "band": decision.band.value}
+    if decision.score is not None:
+        detail["match_weight"] = round(decision.score.match_weight, 3)
+    return detail
