@@ -9,140 +9,50 @@ or fails.
 
 from __future__ import annotations
 
-import os
-import time
-import weakref
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from sharedcare.db.engine import write_connection
-from sharedcare.db.tables import IdentityLink, IdxReference, Resource
-from sharedcare.fhir.definitions import is_resource_type, patient_compartment
 from sharedcare.fhir.search_index import extract_index
 from sharedcare.fhir.validation import has_errors, validate
-from sharedcare.record.audit import (
-    AuditEntry,
-    AuditWriter,
-    audit_rows,
-    insert_audit_rows,
-    write_audit,
-)
+from sharedcare.record.audit import AuditEntry, audit_rows, insert_audit_rows
 from sharedcare.record.audit_search import refuse_trail_write
-from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import (
     ConcurrentUpdate,
     Conflict,
-    Forbidden,
-    Gone,
     InvalidRequest,
     InvalidResource,
-    NotFound,
     PreconditionFailed,
-    RecordError,
-    UnknownResourceType,
     VersionConflict,
 )
-from sharedcare.record.instants import now_us, parse_instant_us, to_instant
-from sharedcare.record.search import SearchRequest, compile_search, parse_search
-from sharedcare.record.search.everything import compartment_keys
-from sharedcare.record.search.execute import bytewise_collation, run_search
-from sharedcare.record.search.include import resolve_includes
-from sharedcare.record.search.shape import shape
-from sharedcare.record.sqlstore import PendingWrite, SqlStore, StoredResource
+from sharedcare.record.instants import now_us, to_instant
+from sharedcare.record.reads import ReadInteractions, SearchPage
+from sharedcare.record.resources import (
+    Outcome,
+    etag_version,
+    new_id,
+    patient_of,
+    patient_of_json,
+    same_content,
+    stored_of,
+    type_of,
+)
+from sharedcare.record.sqlstore import PendingWrite, StoredResource
 
 __all__ = ["Outcome", "Repository", "SearchPage", "etag_version", "new_id", "same_content"]
 
 _WRITE_ATTEMPTS = 3  # tries of an update or delete that loses a race on its resource
 
-T = TypeVar("T")
-R = Resource.__table__
 
-
-def new_id() -> str:
-    """A new server-assigned id: a time-ordered UUID (version 7 layout).
-
-    Time order keeps new rows at the right-hand end of the primary-key index.
-    """
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
-    value |= rand & (2**62 - 1)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-@dataclass(slots=True)
-class Outcome:
-    """The result of a write: the stored version and whether it was created."""
-
-    stored: StoredResource
-    created: bool
-
-
-@dataclass(slots=True)
-class SearchPage:
-    """One page of search results, with the cursors of the neighbouring pages."""
-
-    request: SearchRequest
-    matches: list[StoredResource]
-    total: int | None
-    included: list[StoredResource]
-    next_cursor: str | None = None
-    previous_cursor: str | None = None
-
-
-def etag_version(if_match: str) -> int:
-    raw = if_match.strip()
-    if raw.startswith("W/"):
-        raw = raw[2:]
-    raw = raw.strip('"')
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest('If-Match must be an ETag such as W/"3"') from None
-
-
-def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two versions differ only in server-set meta (versionId, lastUpdated, source)."""
-
-    def strip(resource: dict[str, Any]) -> dict[str, Any]:
-        copy = dict(resource)
-        meta = {
-            k: v
-            for k, v in (copy.pop("meta", None) or {}).items()
-            if k not in {"versionId", "lastUpdated", "source"}
-        }
-        if meta:
-            copy["meta"] = meta
-        return copy
-
-    return strip(a) == strip(b)
-
-
-_single_readers: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
-
-
-def _single_reader(engine: Engine) -> Engine:
-    """The engine for one-statement reads (see :meth:`Repository._single_read`)."""
-    reader = _single_readers.get(engine)
-    if reader is None:
-        reader = engine
-        if engine.dialect.name == "postgresql":
-            reader = engine.execution_options(isolation_level="AUTOCOMMIT")
-        _single_readers[engine] = reader
-    return reader
-
-
-class Repository:
+class Repository(ReadInteractions):
     """Every read and write of the record, on behalf of one caller.
+
+    The gate and the audit are :class:`~sharedcare.record.gate.Gate`'s, the reads
+    :class:`~sharedcare.record.reads.ReadInteractions`'; the writes are here.
 
     Args:
         store: The SQL store.
@@ -151,289 +61,6 @@ class Repository:
             failures) go: a group-commit :class:`~sharedcare.record.audit.AuditWriter` in the
             API server. Without one, each is committed in a transaction of its own.
     """
-
-    def __init__(
-        self, store: SqlStore, context: RequestContext, audit_writer: AuditWriter | None = None
-    ) -> None:
-        self.store = store
-        self.context = context
-        self.engine = store.engine
-        self.audit_writer = audit_writer
-        #: With an audit writer: leave AuditEvents queued in :attr:`pending_audits` rather
-        #: than wait for them, for a caller on an event loop that awaits them itself before
-        #: it answers.
-        self.defer_audit = False
-        self.pending_audits: list[Future[None]] = []
-
-    # -- the gate -----------------------------------------------------------------------
-
-    def ask_gate(
-        self, interaction: str, resource_type: str | None, resource_id: str | None
-    ) -> None:
-        """Ask the access gate (the ``check_access`` hook) whether this caller may do this.
-
-        Raises:
-            Forbidden: A plugin refused; its reason is the message.
-            AuditTrailReadOnly: A write of an AuditEvent (405).
-        """
-        from sharedcare.plugins import plugin_manager
-
-        refuse_trail_write(interaction, resource_type)  # AuditEvents: append-only, server's
-        refusals = plugin_manager().hook.check_access(
-            context=self.context,
-            interaction=interaction,
-            resource_type=resource_type,
-            resource_id=resource_id,
-        )
-        refusal = next((r for r in refusals if r), None)
-        if refusal:
-            raise Forbidden(refusal)
-
-    def audit_failure(self, entry: AuditEntry, error: Exception) -> None:
-        entry.outcome = "4" if isinstance(error, RecordError) and error.status < 500 else "8"
-        entry.description = (
-            error.message if isinstance(error, RecordError) else type(error).__name__
-        )
-        self._audit_alone(entry)
-
-    def _audit_alone(self, entry: AuditEntry) -> None:
-        """Store the AuditEvent of an interaction that writes nothing else; return once stored."""
-        if self.audit_writer is not None:
-            if self.defer_audit:
-                self.pending_audits.append(self.audit_writer.submit(self.context, [entry]))
-            else:
-                self.audit_writer.write(self.context, [entry])
-            return
-        with write_connection(self.engine) as connection:
-            write_audit(connection, self.context, [entry])
-
-    def _single_read(self) -> Connection:
-        """A connection for a read of one statement.
-
-        On PostgreSQL it runs in autocommit: one statement sees one snapshot either way, and
-        this saves the ``BEGIN`` and ``ROLLBACK`` round trips around it.
-        """
-        return _single_reader(self.engine).connect()
-
-    @contextmanager
-    def _audited(self, entry: AuditEntry) -> Iterator[AuditEntry]:
-        """Audit ``entry`` on failure; callers audit success in their own transaction."""
-        try:
-            yield entry
-        except Exception as error:
-            self.audit_failure(entry, error)
-            raise
-
-    def _audited_read(
-        self, entry: AuditEntry, work: Callable[[Connection], T], *, single: bool = False
-    ) -> T:
-        """Run ``work`` behind the gate and audit it; ``single`` if it is one statement."""
-        with self._audited(entry):
-            self.ask_gate(entry.interaction, entry.resource_type, entry.resource_id)
-            # The read runs in its own snapshot and the audit is stored after it (grouped
-            # with other requests' by the audit writer). Reading inside the audit's write
-            # transaction was measured: on PostgreSQL at 1M resources a broad search went
-            # from 1.6 ms to 400-775 ms, and on SQLite a write transaction would serialise
-            # readers.
-            with self._single_read() if single else self.engine.connect() as connection:
-                result = work(connection)
-            self._audit_alone(entry)
-            return result
-
-    @staticmethod
-    def _require_type(resource_type: str) -> None:
-        if not is_resource_type(resource_type):
-            raise UnknownResourceType(
-                f"{resource_type} is not an R4 resource type; see /fhir/metadata"
-            )
-
-    # -- reads --------------------------------------------------------------------------
-
-    def read(self, resource_type: str, id: str) -> StoredResource:
-        """https://hl7.org/fhir/R4/http.html#read"""
-        self._require_type(resource_type)
-        entry = AuditEntry("read", "0", resource_type, id)
-
-        def work(connection: Connection) -> StoredResource:
-            stored = self.store.read(connection, resource_type, id)
-            if stored is None:
-                raise NotFound(f"{resource_type}/{id} does not exist")
-            if stored.deleted:
-                raise Gone(f"{resource_type}/{id} was deleted")
-            entry.patient = _patient_of(stored)
-            return stored
-
-        return self._audited_read(entry, work, single=True)
-
-    def vread(self, resource_type: str, id: str, version: str) -> StoredResource:
-        """https://hl7.org/fhir/R4/http.html#vread"""
-        self._require_type(resource_type)
-        entry = AuditEntry("vread", "0", resource_type, id)
-        try:
-            version_id = int(version)
-        except ValueError:
-            version_id = -1
-
-        def work(connection: Connection) -> StoredResource:
-            stored = self.store.vread(connection, resource_type, id, version_id)
-            if stored is None:
-                raise NotFound(f"{resource_type}/{id} has no version {version}")
-            if stored.deleted:
-                raise Gone(f"version {version} of {resource_type}/{id} is a deletion")
-            entry.version_id = version_id
-            entry.patient = _patient_of(stored)
-            return stored
-
-        return self._audited_read(entry, work, single=True)
-
-    def history(
-        self,
-        resource_type: str | None = None,
-        id: str | None = None,
-        *,
-        since: str | None = None,
-        count: int = 50,
-        offset: int = 0,
-        before_us: int | None = None,
-    ) -> tuple[list[StoredResource], int]:
-        """https://hl7.org/fhir/R4/http.html#history (instance, type and system level)."""
-        if resource_type is not None:
-            self._require_type(resource_type)
-        level = "history-instance" if id else "history-type" if resource_type else "history-system"
-        since_us = None
-        if since is not None:
-            since_us = parse_instant_us(since)
-            if since_us is None:
-                raise InvalidRequest("_since must be a FHIR instant such as 2024-05-01T00:00:00Z")
-        entry = AuditEntry(level, "0", resource_type, id)
-
-        def work(connection: Connection) -> tuple[list[StoredResource], int]:
-            versions, total = self.store.history(
-                connection,
-                resource_type=resource_type,
-                id=id,
-                since=since_us,
-                before=before_us,
-                limit=count,
-                offset=offset,
-            )
-            if id is not None and total == 0:
-                raise NotFound(f"{resource_type}/{id} does not exist")
-            return versions, total
-
-        return self._audited_read(entry, work)
-
-    def search(
-        self,
-        resource_type: str,
-        params: Sequence[tuple[str, str]],
-        *,
-        strict: bool = False,
-        compartment: tuple[str, str] | None = None,
-    ) -> SearchPage:
-        """https://hl7.org/fhir/R4/search.html"""
-        self._require_type(resource_type)
-        query = urlencode(list(params))
-        entry = AuditEntry("search-type", "0", resource_type, query=query)
-        if compartment:
-            entry.interaction = "search-compartment"
-            entry.patient = f"{compartment[0]}/{compartment[1]}"
-
-        def work(connection: Connection) -> SearchPage:
-            request = parse_search(resource_type, params, strict=strict)
-            extra = self._compartment_members(resource_type, compartment) if compartment else None
-            compiled = compile_search(
-                request,
-                self.store.param_id,
-                dialect=self.store.dialect,
-                bytewise=bytewise_collation(connection),
-                extra=extra,
-            )
-            result = run_search(connection, request, compiled)
-            matches = result.resources
-            included = resolve_includes(
-                connection, self.store.param_id, request.includes, matches, result.pks
-            )
-            if request.summary or request.elements:
-                for stored in matches:
-                    if stored.content is not None:
-                        stored.content = shape(stored.content, request.summary, request.elements)
-            return SearchPage(
-                request,
-                matches,
-                result.total,
-                included,
-                result.next_cursor,
-                result.previous_cursor,
-            )
-
-        # Autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips): most searches are the one
-        # page query; a count or an _include step, when one runs, reads its own snapshot.
-        return self._audited_read(entry, work, single=True)
-
-    def _compartment_members(self, resource_type: str, compartment: tuple[str, str]) -> Any:
-        """Index rows placing ``resource_type`` resources in the compartment, per the official
-        CompartmentDefinition (https://hl7.org/fhir/R4/compartmentdefinition-patient.html)."""
-        kind, owner = compartment
-        if kind != "Patient":
-            raise InvalidRequest("only the Patient compartment is supported")
-        if resource_type == "Patient":
-            return R.c.id == owner
-        params = patient_compartment().get(resource_type, ())
-        ids = [p for p in (self.store.param_id(resource_type, c) for c in params) if p]
-        if not ids:
-            raise InvalidRequest(
-                f"{resource_type} is not in the Patient compartment; see "
-                "https://hl7.org/fhir/R4/compartmentdefinition-patient.html"
-            )
-        ref = IdxReference.__table__
-        return select(ref.c.res).where(
-            ref.c.param.in_(ids), ref.c.target_type == "Patient", ref.c.target_id == owner
-        )
-
-    def everything(
-        self,
-        patient_id: str,
-        *,
-        since: str | None = None,
-        types: Sequence[str] | None = None,
-        count: int = 100,
-        offset: int = 0,
-    ) -> tuple[list[StoredResource], int]:
-        """``Patient/{id}/$everything`` (https://hl7.org/fhir/R4/patient-operation-everything.html).
-
-        The patient and every resource in its compartment, per the official Patient
-        CompartmentDefinition, found through the reference index
-        (:func:`~sharedcare.record.search.everything.compartment_keys`). For a golden
-        record of the master patient index the compartment is that of every source Patient
-        linked to it (the ``identity_link`` table, not the resource's own ``link``
-        elements, which a client could write): the person's data from every organisation,
-        in one paged result.
-        """
-        entry = AuditEntry("operation", "0", "Patient", patient_id, patient=f"Patient/{patient_id}")
-        entry.description = "$everything"
-        since_us = None
-        if since is not None:
-            since_us = parse_instant_us(since)
-            if since_us is None:
-                raise InvalidRequest("_since must be a FHIR instant")
-        for t in types or ():
-            self._require_type(t)
-
-        def work(connection: Connection) -> tuple[list[StoredResource], int]:
-            patient = self.store.read(connection, "Patient", patient_id)
-            if patient is None or patient.deleted:
-                raise NotFound(f"Patient/{patient_id} does not exist")
-            link = IdentityLink.__table__
-            sources = select(link.c.source_id).where(link.c.golden_id == patient_id)
-            patients = [patient_id, *connection.scalars(sources)]
-            # Index lookups first, then the resource table by key (see search/everything.py).
-            keys = compartment_keys(
-                connection, self.store, patients, types=types, since_us=since_us
-            )
-            return self.store.read_by_pks(connection, keys[offset : offset + count]), len(keys)
-
-        return self._audited_read(entry, work)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -456,7 +83,7 @@ class Repository:
             Forbidden: If the access policy refuses the write.
             InvalidResource: If the resource fails validation.
         """
-        self.ask_gate("update" if existed else "create", _type_of(resource), id)
+        self.ask_gate("update" if existed else "create", type_of(resource), id)
         issues = validate(resource)
         if has_errors(issues):
             raise InvalidResource(issues)
@@ -525,7 +152,7 @@ class Repository:
 
     def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None) -> Outcome:
         """https://hl7.org/fhir/R4/http.html#create, with conditional create (If-None-Exist)."""
-        resource_type = _type_of(resource)
+        resource_type = type_of(resource)
         entry = AuditEntry("create", "0", resource_type)
         with self._audited(entry):
             if if_none_exist is not None:
@@ -543,9 +170,9 @@ class Repository:
             id = new_id()
             write = self.prepare(resource, id=id, version_id=1, now=now_us(), existed=False)
             entry.resource_id, entry.version_id = id, 1
-            entry.patient = _patient_of_json(resource)
+            entry.patient = patient_of_json(resource)
             self._commit([write], [entry])
-            return Outcome(_stored(write), created=True)
+            return Outcome(stored_of(write), created=True)
 
     def update(
         self,
@@ -559,7 +186,7 @@ class Repository:
         self._require_type(resource_type)
         entry = AuditEntry("update", "0", resource_type, id)
         with self._audited(entry):
-            if _type_of(resource) != resource_type:
+            if type_of(resource) != resource_type:
                 raise InvalidRequest(
                     f"the body is a {resource.get('resourceType')} but the URL names "
                     f"{resource_type}"
@@ -604,10 +231,10 @@ class Repository:
             resource, id=id, version_id=version, now=now_us(), existed=current is not None
         )
         entry.version_id = version
-        entry.patient = _patient_of_json(resource)
+        entry.patient = patient_of_json(resource)
         entry.interaction = "create" if current is None or current.deleted else "update"
         self._commit([write], [entry])
-        return Outcome(_stored(write), created=current is None or current.deleted)
+        return Outcome(stored_of(write), created=current is None or current.deleted)
 
     def conditional_update(
         self, resource_type: str, criteria: str, resource: dict[str, Any]
@@ -668,11 +295,11 @@ class Repository:
             self.ask_gate("delete", resource_type, id)
             self._audit_alone(entry)
             return current
-        entry.patient = _patient_of(current)
+        entry.patient = patient_of(current)
         write = self.prepare_delete(current, now=now_us())
         entry.version_id = write.version_id
         self._commit([write], [entry])
-        return _stored(write)
+        return stored_of(write)
 
     def conditional_delete(self, resource_type: str, criteria: str) -> int:
         """https://hl7.org/fhir/R4/http.html#cdelete (single match only)."""
@@ -710,46 +337,3 @@ class Repository:
     def validate_only(self, resource: dict[str, Any]) -> list[Any]:
         """``$validate`` (https://hl7.org/fhir/R4/resource-operation-validate.html)."""
         return validate(resource)
-
-
-def _type_of(resource: Any) -> str:
-    if not isinstance(resource, dict):
-        raise InvalidRequest("the body must be a JSON object (a FHIR resource)")
-    resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str) or not is_resource_type(resource_type):
-        raise InvalidRequest(
-            "the body's resourceType is missing or is not an R4 resource type",
-            expression="resourceType",
-        )
-    return resource_type
-
-
-def _stored(write: PendingWrite) -> StoredResource:
-    return StoredResource(
-        write.resource_type,
-        write.id,
-        write.version_id,
-        write.last_updated,
-        write.deleted,
-        write.content,
-    )
-
-
-def _patient_of_json(resource: dict[str, Any]) -> str | None:
-    if resource.get("resourceType") == "Patient" and resource.get("id"):
-        return f"Patient/{resource['id']}"
-    for key in ("subject", "patient", "beneficiary"):
-        ref = resource.get(key)
-        if isinstance(ref, dict):
-            target = ref.get("reference")
-            if isinstance(target, str) and target.startswith("Patient/"):
-                return target[:100]
-    return None
-
-
-def _patient_of(stored: StoredResource) -> str | None:
-    if stored.resource_type == "Patient":
-        return f"Patient/{stored.id}"
-    if stored.content is None:
-        return None
-    return _patient_of_json(stored.json())

@@ -1,0 +1,233 @@
+"""The repository's reads: read, vread, history, search and ``$everything``
+(https://hl7.org/fhir/R4/http.html), each behind the gate and audited."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import Connection, select
+
+from sharedcare.db.tables import IdentityLink, IdxReference, Resource
+from sharedcare.fhir.definitions import patient_compartment
+from sharedcare.record.audit import AuditEntry
+from sharedcare.record.errors import Gone, InvalidRequest, NotFound
+from sharedcare.record.gate import Gate
+from sharedcare.record.instants import parse_instant_us
+from sharedcare.record.resources import patient_of
+from sharedcare.record.search import SearchRequest, compile_search, parse_search
+from sharedcare.record.search.everything import compartment_keys
+from sharedcare.record.search.execute import bytewise_collation, run_search
+from sharedcare.record.search.include import resolve_includes
+from sharedcare.record.search.shape import shape
+from sharedcare.record.sqlstore import StoredResource
+
+__all__ = ["ReadInteractions", "SearchPage"]
+
+R = Resource.__table__
+
+
+@dataclass(slots=True)
+class SearchPage:
+    """One page of search results, with the cursors of the neighbouring pages."""
+
+    request: SearchRequest
+    matches: list[StoredResource]
+    total: int | None
+    included: list[StoredResource]
+    next_cursor: str | None = None
+    previous_cursor: str | None = None
+
+
+class ReadInteractions(Gate):
+    """Reads of the record on behalf of one caller (see :class:`Gate`)."""
+
+    # -- reads --------------------------------------------------------------------------
+
+    def read(self, resource_type: str, id: str) -> StoredResource:
+        """https://hl7.org/fhir/R4/http.html#read"""
+        self._require_type(resource_type)
+        entry = AuditEntry("read", "0", resource_type, id)
+
+        def work(connection: Connection) -> StoredResource:
+            stored = self.store.read(connection, resource_type, id)
+            if stored is None:
+                raise NotFound(f"{resource_type}/{id} does not exist")
+            if stored.deleted:
+                raise Gone(f"{resource_type}/{id} was deleted")
+            entry.patient = patient_of(stored)
+            return stored
+
+        return self._audited_read(entry, work, single=True)
+
+    def vread(self, resource_type: str, id: str, version: str) -> StoredResource:
+        """https://hl7.org/fhir/R4/http.html#vread"""
+        self._require_type(resource_type)
+        entry = AuditEntry("vread", "0", resource_type, id)
+        try:
+            version_id = int(version)
+        except ValueError:
+            version_id = -1
+
+        def work(connection: Connection) -> StoredResource:
+            stored = self.store.vread(connection, resource_type, id, version_id)
+            if stored is None:
+                raise NotFound(f"{resource_type}/{id} has no version {version}")
+            if stored.deleted:
+                raise Gone(f"version {version} of {resource_type}/{id} is a deletion")
+            entry.version_id = version_id
+            entry.patient = patient_of(stored)
+            return stored
+
+        return self._audited_read(entry, work, single=True)
+
+    def history(
+        self,
+        resource_type: str | None = None,
+        id: str | None = None,
+        *,
+        since: str | None = None,
+        count: int = 50,
+        offset: int = 0,
+        before_us: int | None = None,
+    ) -> tuple[list[StoredResource], int]:
+        """https://hl7.org/fhir/R4/http.html#history (instance, type and system level)."""
+        if resource_type is not None:
+            self._require_type(resource_type)
+        level = "history-instance" if id else "history-type" if resource_type else "history-system"
+        since_us = None
+        if since is not None:
+            since_us = parse_instant_us(since)
+            if since_us is None:
+                raise InvalidRequest("_since must be a FHIR instant such as 2024-05-01T00:00:00Z")
+        entry = AuditEntry(level, "0", resource_type, id)
+
+        def work(connection: Connection) -> tuple[list[StoredResource], int]:
+            versions, total = self.store.history(
+                connection,
+                resource_type=resource_type,
+                id=id,
+                since=since_us,
+                before=before_us,
+                limit=count,
+                offset=offset,
+            )
+            if id is not None and total == 0:
+                raise NotFound(f"{resource_type}/{id} does not exist")
+            return versions, total
+
+        return self._audited_read(entry, work)
+
+    def search(
+        self,
+        resource_type: str,
+        params: Sequence[tuple[str, str]],
+        *,
+        strict: bool = False,
+        compartment: tuple[str, str] | None = None,
+    ) -> SearchPage:
+        """https://hl7.org/fhir/R4/search.html"""
+        self._require_type(resource_type)
+        query = urlencode(list(params))
+        entry = AuditEntry("search-type", "0", resource_type, query=query)
+        if compartment:
+            entry.interaction = "search-compartment"
+            entry.patient = f"{compartment[0]}/{compartment[1]}"
+
+        def work(connection: Connection) -> SearchPage:
+            request = parse_search(resource_type, params, strict=strict)
+            extra = self._compartment_members(resource_type, compartment) if compartment else None
+            compiled = compile_search(
+                request,
+                self.store.param_id,
+                dialect=self.store.dialect,
+                bytewise=bytewise_collation(connection),
+                extra=extra,
+            )
+            result = run_search(connection, request, compiled)
+            matches = result.resources
+            included = resolve_includes(
+                connection, self.store.param_id, request.includes, matches, result.pks
+            )
+            if request.summary or request.elements:
+                for stored in matches:
+                    if stored.content is not None:
+                        stored.content = shape(stored.content, request.summary, request.elements)
+            return SearchPage(
+                request,
+                matches,
+                result.total,
+                included,
+                result.next_cursor,
+                result.previous_cursor,
+            )
+
+        # Autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips): most searches are the one
+        # page query; a count or an _include step, when one runs, reads its own snapshot.
+        return self._audited_read(entry, work, single=True)
+
+    def _compartment_members(self, resource_type: str, compartment: tuple[str, str]) -> Any:
+        """Index rows placing ``resource_type`` resources in the compartment, per the official
+        CompartmentDefinition (https://hl7.org/fhir/R4/compartmentdefinition-patient.html)."""
+        kind, owner = compartment
+        if kind != "Patient":
+            raise InvalidRequest("only the Patient compartment is supported")
+        if resource_type == "Patient":
+            return R.c.id == owner
+        params = patient_compartment().get(resource_type, ())
+        ids = [p for p in (self.store.param_id(resource_type, c) for c in params) if p]
+        if not ids:
+            raise InvalidRequest(
+                f"{resource_type} is not in the Patient compartment; see "
+                "https://hl7.org/fhir/R4/compartmentdefinition-patient.html"
+            )
+        ref = IdxReference.__table__
+        return select(ref.c.res).where(
+            ref.c.param.in_(ids), ref.c.target_type == "Patient", ref.c.target_id == owner
+        )
+
+    def everything(
+        self,
+        patient_id: str,
+        *,
+        since: str | None = None,
+        types: Sequence[str] | None = None,
+        count: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[StoredResource], int]:
+        """``Patient/{id}/$everything`` (https://hl7.org/fhir/R4/patient-operation-everything.html).
+
+        The patient and every resource in its compartment, per the official Patient
+        CompartmentDefinition, found through the reference index
+        (:func:`~sharedcare.record.search.everything.compartment_keys`). For a golden
+        record of the master patient index the compartment is that of every source Patient
+        linked to it (the ``identity_link`` table, not the resource's own ``link``
+        elements, which a client could write): the person's data from every organisation,
+        in one paged result.
+        """
+        entry = AuditEntry("operation", "0", "Patient", patient_id, patient=f"Patient/{patient_id}")
+        entry.description = "$everything"
+        since_us = None
+        if since is not None:
+            since_us = parse_instant_us(since)
+            if since_us is None:
+                raise InvalidRequest("_since must be a FHIR instant")
+        for t in types or ():
+            self._require_type(t)
+
+        def work(connection: Connection) -> tuple[list[StoredResource], int]:
+            patient = self.store.read(connection, "Patient", patient_id)
+            if patient is None or patient.deleted:
+                raise NotFound(f"Patient/{patient_id} does not exist")
+            link = IdentityLink.__table__
+            sources = select(link.c.source_id).where(link.c.golden_id == patient_id)
+            patients = [patient_id, *connection.scalars(sources)]
+            # Index lookups first, then the resource table by key (see search/everything.py).
+            keys = compartment_keys(
+                connection, self.store, patients, types=types, since_us=since_us
+            )
+            return self.store.read_by_pks(connection, keys[offset : offset + count]), len(keys)
+
+        return self._audited_read(entry, work)

@@ -1,0 +1,116 @@
+"""Small values shared by the repository's interactions: ids, outcomes, ETags, and the
+patient a resource is about (for its AuditEvent)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sharedcare.fhir.definitions import is_resource_type
+from sharedcare.record.errors import InvalidRequest
+from sharedcare.record.sqlstore import PendingWrite, StoredResource
+
+__all__ = [
+    "Outcome",
+    "etag_version",
+    "new_id",
+    "patient_of",
+    "patient_of_json",
+    "same_content",
+    "stored_of",
+    "type_of",
+]
+
+
+def new_id() -> str:
+    """A new server-assigned id: a time-ordered UUID (version 7 layout).
+
+    Time order keeps new rows at the right-hand end of the primary-key index.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
+    value |= rand & (2**62 - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of a write: the stored version and whether it was created."""
+
+    stored: StoredResource
+    created: bool
+
+
+def etag_version(if_match: str) -> int:
+    raw = if_match.strip()
+    if raw.startswith("W/"):
+        raw = raw[2:]
+    raw = raw.strip('"')
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest('If-Match must be an ETag such as W/"3"') from None
+
+
+def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two versions differ only in server-set meta (versionId, lastUpdated, source)."""
+
+    def strip(resource: dict[str, Any]) -> dict[str, Any]:
+        copy = dict(resource)
+        meta = {
+            k: v
+            for k, v in (copy.pop("meta", None) or {}).items()
+            if k not in {"versionId", "lastUpdated", "source"}
+        }
+        if meta:
+            copy["meta"] = meta
+        return copy
+
+    return strip(a) == strip(b)
+
+
+def type_of(resource: Any) -> str:
+    if not isinstance(resource, dict):
+        raise InvalidRequest("the body must be a JSON object (a FHIR resource)")
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not is_resource_type(resource_type):
+        raise InvalidRequest(
+            "the body's resourceType is missing or is not an R4 resource type",
+            expression="resourceType",
+        )
+    return resource_type
+
+
+def stored_of(write: PendingWrite) -> StoredResource:
+    return StoredResource(
+        write.resource_type,
+        write.id,
+        write.version_id,
+        write.last_updated,
+        write.deleted,
+        write.content,
+    )
+
+
+def patient_of_json(resource: dict[str, Any]) -> str | None:
+    if resource.get("resourceType") == "Patient" and resource.get("id"):
+        return f"Patient/{resource['id']}"
+    for key in ("subject", "patient", "beneficiary"):
+        ref = resource.get(key)
+        if isinstance(ref, dict):
+            target = ref.get("reference")
+            if isinstance(target, str) and target.startswith("Patient/"):
+                return target[:100]
+    return None
+
+
+def patient_of(stored: StoredResource) -> str | None:
+    if stored.resource_type == "Patient":
+        return f"Patient/{stored.id}"
+    if stored.content is None:
+        return None
+    return patient_of_json(stored.json())
