@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sharedcare.cli.workers import bind_reuseport
@@ -106,3 +107,16 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "could not listen on" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_terminated_server_shuts_down_in_order_and_exits_0(tmp_path: Path, workers: int) -> None:
+    # `serving` asserts exit code 0 once it has sent SIGTERM; uvicorn raises the signal
+    # again after its shutdown, which used to make one worker die of it (-15).
+    with serving(f"sqlite:///{tmp_path / 'w.db'}", workers=workers) as (_, base):
+        headers = {"X-Sharedcare-User": "t", "X-Sharedcare-Organisation": "X"}
+        created = httpx.post(f"{base}/fhir/Organization", json=ORG, headers=headers)
+        assert created.status_code == 201
+
+
+ORG = {"resourceType": "Organization", "name": "Dorset County Hospital"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import TYPE_CHECKING
 
 import typer
@@ -140,13 +141,31 @@ def _run_uvicorn(settings: Settings, workers: int) -> None:
         except WorkerFailed as exc:
             fail(f"{exc}; run with --workers 1 to see why")
     else:
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            access_log=False,
-            log_config=None,
-        )
+        application = create_app(settings)
+        # Once it has shut down, uvicorn raises again the signal that stopped it, so that
+        # with the default handlers the process dies of it (exit status -15, or a
+        # KeyboardInterrupt traceback for Ctrl-C). By then the shutdown has completed in
+        # order (AuditEvents committed, connections closed): exit 0, as the multi-worker
+        # supervisor does. uvicorn's own handlers are in place while it serves.
+        previous = {sig: signal.signal(sig, _shut_down) for sig in _STOP_SIGNALS}
+        try:
+            uvicorn.run(
+                application,
+                host=settings.host,
+                port=settings.port,
+                access_log=False,
+                log_config=None,
+            )
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _shut_down(signum: int, frame: object) -> None:
+    """The signal uvicorn raises again after its orderly shutdown: nothing left to do."""
 
 
 @db_app.command("upgrade")
