@@ -79,7 +79,10 @@ class SearchPlan:
         ``columns``, for the rows after ``anchor`` (or before it); the anchor's values are
         the placeholders ``a0`` …, the limit and offset ``page_limit`` and ``page_offset``."""
         pattern = None if anchor is None else tuple(v is None for v in anchor)
-        key = (pattern, before)
+        # The columns are part of the statement: a page built for other columns (a test
+        # looking at the SQL) must not be handed to a search. They are the same objects
+        # on every search (``execute.page_columns``), so their identities are the key.
+        key = (pattern, before, tuple(id(c) for c in columns))
         query = self.pages.get(key)
         if query is None:
             where = self.where
