@@ -62,6 +62,7 @@ from tests.support.hl7_traffic import (
     Traffic,
     exactly_once_problems,
     message,
+    msa,
     percentile,
     population,
     send_all,
@@ -129,15 +130,6 @@ def _cpu(listener: Listener, cluster: Cluster, *, kernel: bool | None = None) ->
     }
 
 
-def _msa(reply: bytes) -> tuple[str, str]:
-    """(MSA-1, MSA-2) of an acknowledgement."""
-    for segment in reply.strip(b"\x0b\x1c\r\n").split(b"\r"):
-        if segment.startswith(b"MSA|"):
-            parts = segment.decode("utf-8", "replace").split("|")
-            return parts[1], parts[2] if len(parts) > 2 else ""
-    return "", ""
-
-
 @dataclass(slots=True)
 class _InFlight:
     """The message a connection is waiting on: its index, when it was sent, reply so far."""
@@ -192,7 +184,7 @@ def send_lean(port: int, payloads: list[bytes], connections: int) -> Traffic:
             if END_BLOCK not in current.buffer:
                 continue
             traffic.latencies.append(time.perf_counter() - current.sent)
-            code, control = _msa(current.buffer)
+            code, control = msa(current.buffer)
             if control != f"M{current.index}":
                 raise ConnectionError("ACK for another message")
             if code != "AA":  # e.g. AR while the database is busy: send it again

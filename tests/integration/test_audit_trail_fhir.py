@@ -243,63 +243,82 @@ def test_reading_the_trail_is_audited_once_per_request(client: TestClient, datab
     assert _search(client, "agent:identifier=caldicott.guardian")["total"] == 3
 
 
-def test_nothing_writes_an_audit_event_through_the_api(
+def test_the_trail_never_changes_and_others_events_are_kept_beside_it(
     client: TestClient, database: str, tmp_path: Path
 ) -> None:
     _patient(client, CLINICIAN)
     event = _events(_search(client, "_count=1"))[0]
     eid = event["id"]
+    trail_before = _search(client, "_count=1")["total"]
     forged = {"resourceType": "AuditEvent", **{k: v for k, v in event.items() if k != "meta"}}
-    attempts = [
-        client.post("/fhir/AuditEvent", json=forged, headers=CLINICIAN),
-        client.post(
-            "/fhir/AuditEvent", json=forged, headers={**CLINICIAN, "If-None-Exist": "_id=1"}
-        ),
-        client.put(f"/fhir/AuditEvent/{eid}", json=forged, headers=CLINICIAN),
-        client.put("/fhir/AuditEvent?outcome=0", json=forged, headers=CLINICIAN),
+    refused = [
+        client.put(f"/fhir/AuditEvent/{eid}", json=forged, headers=CLINICIAN),  # the trail's
+        client.put("/fhir/AuditEvent/123456", json={**forged, "id": "123456"}, headers=CLINICIAN),
         client.delete(f"/fhir/AuditEvent/{eid}", headers=CLINICIAN),
         client.delete("/fhir/AuditEvent/no-such-event", headers=CLINICIAN),
         client.delete("/fhir/AuditEvent?outcome=0", headers=CLINICIAN),
     ]
-    for response in attempts:
+    for response in refused:
         assert response.status_code == 405, response.request.url
         assert response.headers["allow"] == "GET"
         assert response.json()["issue"][0]["code"] == "not-supported"
     for path in ("/fhir/AuditEvent/_history", f"/fhir/AuditEvent/{eid}/_history"):
         assert client.get(path).status_code == 405
-    # Every attempt is itself in the trail, as a failure.
-    refused = _search(client, "outcome=4&agent:identifier=dr.jones")
-    assert refused["total"] == len(attempts)
+    # Every refusal is itself in the trail, as a failure.
+    failures = _search(client, "outcome=4&agent:identifier=dr.jones")
+    assert failures["total"] == len(refused)
+
+    # Another system records its own AuditEvent (IHE BALP audit source): kept as sent, in
+    # the record, under an id that is never the trail's; it never changes either.
+    sent = {k: v for k, v in forged.items() if k != "id"}
+    posted = client.post("/fhir/AuditEvent", json=sent, headers=CLINICIAN)
+    assert posted.status_code == 201, posted.text
+    kept_id = posted.json()["id"]
+    assert not kept_id.isdigit()
+    assert client.get(f"/fhir/AuditEvent/{kept_id}").json()["agent"] == forged["agent"]
+    assert client.get(f"/fhir/AuditEvent/{kept_id}/_history/1").status_code == 200
+    assert client.put("/fhir/AuditEvent/pas-1", json={**sent, "id": "pas-1"}).status_code == 201
+    changed = {**sent, "id": "pas-1", "outcome": "8"}
+    assert client.put("/fhir/AuditEvent/pas-1", json=changed).status_code == 405
+    assert client.delete(f"/fhir/AuditEvent/{kept_id}").status_code == 405
+    # The trail itself gained only the events of these interactions, none of them copies.
+    assert _search(client, f"_id={eid}")["total"] == 1
+    assert _search(client, "_count=1")["total"] > trail_before
 
     def bundle(kind: str, *entries: dict[str, Any]) -> Any:
         body = {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
         return client.post("/fhir", json=body, headers=CLINICIAN)
 
-    post = {"request": {"method": "POST", "url": "AuditEvent"}, "resource": forged}
+    put = {"request": {"method": "PUT", "url": f"AuditEvent/{eid}"}, "resource": forged}
     delete = {"request": {"method": "DELETE", "url": "AuditEvent?outcome=0"}}
     read = {"request": {"method": "GET", "url": f"AuditEvent/{eid}"}}
+    kept = {"request": {"method": "GET", "url": f"AuditEvent/{kept_id}"}}
     search = {"request": {"method": "GET", "url": "AuditEvent?_count=2"}}
-    assert bundle("transaction", post).status_code == 405
+    assert bundle("transaction", put).status_code == 405
     assert bundle("transaction", delete).status_code == 405
-    batch = bundle("batch", post, delete, read, search).json()
+    batch = bundle("batch", put, delete, read, kept, search).json()
     statuses = [e["response"]["status"] for e in batch["entry"]]
-    assert statuses == ["405", "405", "200 OK", "200 OK"]
+    assert statuses == ["405", "405", "200 OK", "200 OK", "200 OK"]
     assert batch["entry"][2]["resource"]["id"] == eid
-    assert len(batch["entry"][3]["resource"]["entry"]) == 2
+    assert batch["entry"][3]["resource"]["id"] == kept_id
+    assert len(batch["entry"][4]["resource"]["entry"]) == 2
 
-    (tmp_path / "forged.ndjson").write_text(json.dumps(forged) + "\n")
+    # `sharedcare load` may record others' AuditEvents too, but never with a trail id.
+    (tmp_path / "sent.ndjson").write_text(
+        json.dumps({**sent, "id": "gp-audit-1"}) + "\n" + json.dumps(forged) + "\n"
+    )
     store = SqlStore(create_engine(database))
     repo = Repository(store, RequestContext(user="loader", role="system"))
     report = load_paths(repo, loadable_files([tmp_path]))
-    assert report.written == 0 and len(report.problems) == 1
+    assert report.written == 1 and len(report.problems) == 1
     store.engine.dispose()
     engine = create_engine(database)
     with engine.connect() as connection:
-        stored = connection.scalar(
-            text("SELECT count(*) FROM resource WHERE resource_type = 'AuditEvent'")
-        )
+        stored = connection.scalars(
+            text("SELECT id FROM resource WHERE resource_type = 'AuditEvent'")
+        ).all()
     engine.dispose()
-    assert stored == 0
+    assert sorted(stored) == sorted([kept_id, "pas-1", "gp-audit-1"])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

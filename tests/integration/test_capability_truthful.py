@@ -87,11 +87,16 @@ def test_audit_event_claims_exactly_what_is_served(client: TestClient) -> None:
     audit = _resources(client)["AuditEvent"]
     event_id = client.get("/fhir/AuditEvent?_count=1").json()["entry"][0]["resource"]["id"]
     claimed = {i["code"] for i in audit["interaction"]}
-    assert claimed == {"read", "vread", "search-type"}
+    assert claimed == {"read", "vread", "search-type", "create"}
     for code in sorted(ALL_INTERACTIONS):
-        response = _interaction(client, "AuditEvent", code, event_id)
+        if code == "create":  # an AuditEvent another system sends (a valid one: type, agent…)
+            sent = client.get(f"/fhir/AuditEvent/{event_id}").json()
+            sent.pop("id"), sent.pop("meta", None)
+            response = client.post("/fhir/AuditEvent", json=sent)
+        else:
+            response = _interaction(client, "AuditEvent", code, event_id)
         if code in claimed:
-            assert response.status_code == 200, (code, response.text)
+            assert response.status_code == (201 if code == "create" else 200), (code, response)
         else:
             assert response.status_code in {405, 404}, (code, response.status_code)
             if code != "patch":  # no PATCH route at all (not claimed for any type)

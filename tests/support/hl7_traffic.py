@@ -218,7 +218,8 @@ class Traffic:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _msa(reply: bytes) -> tuple[str, str]:
+def msa(reply: bytes) -> tuple[str, str]:
+    """(MSA-1, MSA-2) of an acknowledgement: its code and the control id it answers."""
     for segment in reply.strip(b"\x0b\x1c\r\n").split(b"\r"):
         if segment.startswith(b"MSA|"):
             parts = segment.decode("utf-8", "replace").split("|")
@@ -272,7 +273,7 @@ def send_all(
         reply = client.send_message(message(i).encode())
         if not reply:
             raise ConnectionError("connection closed")
-        code, control = _msa(reply)
+        code, control = msa(reply)
         with traffic.lock:
             traffic.sends += 1
             traffic.latencies.append(time.perf_counter() - started)

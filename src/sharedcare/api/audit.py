@@ -1,10 +1,12 @@
-"""The audit trail at ``/fhir/AuditEvent``: read, vread and search, nothing else.
+"""The audit trail at ``/fhir/AuditEvent``: read, vread and search; never a change.
 
 https://hl7.org/fhir/R4/auditevent.html. AuditEvents are served from the audit trail
 (:mod:`sharedcare.record.audit_search`, decision 0024), not from the record's resource
 store, so these routes are mounted before the generic ``/fhir/{type}…`` routes of
 :mod:`sharedcare.api.fhir`. Writes of AuditEvents fall through to those generic routes,
-where the repository's gate refuses them (405) and audits the attempt.
+where the repository's gate refuses updates and deletes (405) and audits the attempt.
+AuditEvents other systems send (``create``) are kept in the record's resource store; their
+ids are never all digits, so a read or vread of one is answered from the store.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from urllib.parse import urlencode
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
+from sharedcare.api import fhir as fhir_routes
 from sharedcare.api.fhir import FHIR_JSON, RepositoryDep
 from sharedcare.plugins import hookimpl
 from sharedcare.record.audit import AuditEntry
@@ -23,6 +27,7 @@ from sharedcare.record.audit_search import (
     AUDIT_EVENT,
     AuditTrailReadOnly,
     TrailPage,
+    is_trail_id,
     read_trail,
     search_trail,
 )
@@ -98,8 +103,6 @@ def search(request: Request, repo: RepositoryDep) -> Response:
 @router.post("/AuditEvent/_search")
 async def search_post(request: Request, repo: RepositoryDep) -> Response:
     """Search the audit trail via POST with form-encoded parameters."""
-    from starlette.concurrency import run_in_threadpool
-
     form = await request.form()
     params = [(k, str(v)) for k, v in form.multi_items()]
     params += list(request.query_params.multi_items())
@@ -124,21 +127,28 @@ def type_history(repo: RepositoryDep) -> Response:
 
 
 @router.get("/AuditEvent/{id}/_history")
-def instance_history(id: str, repo: RepositoryDep) -> Response:
-    """Not offered: an event has one version (vread ``/_history/1``)."""
+def instance_history(id: str, request: Request, repo: RepositoryDep) -> Response:
+    """Not offered for the trail: an event has one version (vread ``/_history/1``)."""
+    if not is_trail_id(id):  # an AuditEvent another system sent: kept in the record
+        return fhir_routes.instance_history(AUDIT_EVENT, id, request, repo)
     raise _refused(repo, "history-instance", id)
 
 
 @router.get("/AuditEvent/{id}/_history/{vid}")
-def vread(id: str, vid: str, repo: RepositoryDep) -> Response:
+async def vread(id: str, vid: str, repo: RepositoryDep) -> Response:
     """vread: an event's one version, ``1``."""
-    return _event_response(read_trail(repo, id, vid))
+    if not is_trail_id(id):
+        return await fhir_routes.vread(AUDIT_EVENT, id, vid, repo)
+    return _event_response(await run_in_threadpool(read_trail, repo, id, vid))
 
 
 @router.get("/AuditEvent/{id}")
-def read(id: str, repo: RepositoryDep) -> Response:
-    """read (https://hl7.org/fhir/R4/http.html#read) of one event of the trail."""
-    return _event_response(read_trail(repo, id))
+async def read(id: str, repo: RepositoryDep) -> Response:
+    """read (https://hl7.org/fhir/R4/http.html#read) of one event of the trail, or of an
+    AuditEvent another system sent (kept in the record)."""
+    if not is_trail_id(id):
+        return await fhir_routes.read(AUDIT_EVENT, id, repo)
+    return _event_response(await run_in_threadpool(read_trail, repo, id))
 
 
 @hookimpl

@@ -14,9 +14,11 @@ record's store, so this module answers ``GET /fhir/AuditEvent…`` from that tab
 * reading the trail is an access like any other: the gate is asked and each read or
   search stores one AuditEvent of its own, however many events it returns (so reading the
   trail cannot feed on itself);
-* nothing writes an AuditEvent through the API: :func:`refuse_trail_write` turns every
-  create, update and delete (RESTful, in Bundles, ``sharedcare load``, the ingest writer)
-  into a 405 (:class:`AuditTrailReadOnly`).
+* nothing changes an AuditEvent through the API: :func:`refuse_trail_write` turns every
+  update and delete (RESTful, in Bundles, ``sharedcare load``, the ingest writer) into a
+  405 (:class:`AuditTrailReadOnly`). AuditEvents sent by other systems (``create``) are
+  kept in the record's resource store as sent, under ids that are never all digits, and
+  read by id; the search covers sharedcare's own trail.
 """
 
 from __future__ import annotations
@@ -57,18 +59,27 @@ if TYPE_CHECKING:
 AUDIT_EVENT = "AuditEvent"
 #: The interactions served for AuditEvent (https://hl7.org/fhir/R4/http.html); the
 #: CapabilityStatement lists these.
-INTERACTIONS = ("read", "vread", "search-type")
-_WRITES = frozenset({"create", "update", "patch", "delete"})
+INTERACTIONS = ("read", "vread", "search-type", "create")
+_CHANGES = frozenset({"update", "patch", "delete"})
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
 
 
+def is_trail_id(id: str) -> bool:
+    """Whether ``id`` names an event of sharedcare's own trail (its row key: digits only).
+
+    Every other AuditEvent id is one sent by another system (recorded with ``create``) and
+    kept in the record's resource store.
+    """
+    return id.isdigit() and len(id) <= 18
+
+
 class AuditTrailReadOnly(RecordError):
-    """A write of an AuditEvent: the trail is written by the server only, append-only.
+    """A change to an AuditEvent: audit records are never changed or deleted.
 
     405 Method Not Allowed, as https://hl7.org/fhir/R4/http.html#delete asks of a server
     that "refuses to delete resources of that type on principle"; the same holds for
-    create and update. The ``Allow`` header names what the type does allow.
+    update. The ``Allow`` header names what the URL does allow.
     """
 
     status = 405
@@ -76,20 +87,33 @@ class AuditTrailReadOnly(RecordError):
     headers = {"Allow": "GET"}
 
 
-def refuse_trail_write(interaction: str, resource_type: str | None) -> None:
-    """Refuse ``interaction`` if it would write an AuditEvent.
+def refuse_trail_write(interaction: str, resource_type: str | None, id: str | None = None) -> None:
+    """Refuse ``interaction`` if it would change an AuditEvent, or touch the server's trail.
+
+    AuditEvents are records of what happened, so none is ever updated or deleted. Other
+    systems may send theirs (``create``, as an IHE ATNA/BALP audit source sends to an audit
+    record repository): they are kept in the record, as sent, and read back by id; the
+    ids made of digits are reserved for sharedcare's own trail, which only the server
+    writes.
 
     Called by the repository's gate, which every write path asks (RESTful create, update
     and delete, batch and transaction Bundles, ``sharedcare load``, the ingest writer).
 
     Raises:
-        AuditTrailReadOnly: For a create, update, patch or delete of an AuditEvent.
+        AuditTrailReadOnly: For an update, patch or delete of an AuditEvent, or a create
+            with an id of the server's trail.
     """
-    if resource_type == AUDIT_EVENT and interaction in _WRITES:
+    if resource_type != AUDIT_EVENT:
+        return
+    if interaction in _CHANGES:
         raise AuditTrailReadOnly(
-            "AuditEvents are written by the server only: the audit trail is append-only and "
-            "cannot be created, changed or deleted through the API; read it with "
-            "GET /fhir/AuditEvent"
+            "AuditEvents are never changed or deleted: an audit record stays as it was "
+            "written; read the trail with GET /fhir/AuditEvent"
+        )
+    if interaction == "create" and id is not None and is_trail_id(id):
+        raise AuditTrailReadOnly(
+            "AuditEvent ids made only of digits are the events of sharedcare's own audit "
+            "trail, written by the server only; send your AuditEvent with POST or another id"
         )
 
 
@@ -378,6 +402,14 @@ def trail_entry(repo: Repository, url: str) -> dict[str, Any]:
             bundle["entry"] = [{"resource": orjson.loads(e.content or b"{}")} for e in page.events]
             return {"resource": bundle, "response": {"status": "200 OK"}}
         version = path[3] if len(path) >= 4 and path[2] == "_history" else None
+        if not is_trail_id(path[1]):  # one sent by another system: kept in the record
+            stored = (
+                repo.read(AUDIT_EVENT, path[1])
+                if version is None
+                else repo.vread(AUDIT_EVENT, path[1], version)
+            )
+            etag = f'W/"{stored.version_id}"'
+            return {"resource": stored.json(), "response": {"status": "200 OK", "etag": etag}}
         event = read_trail(repo, path[1], version)
         return {
             "resource": orjson.loads(event.content or b"{}"),

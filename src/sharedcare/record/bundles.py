@@ -160,9 +160,10 @@ def _transaction(repo: Repository, entries: list[_Entry]) -> list[dict[str, Any]
     # 1. Give every created resource its id, resolving conditional creates and updates.
     for entry in ordered:
         try:
-            if entry.method in {"POST", "PUT", "DELETE"}:  # even a delete of nothing
-                write = "delete" if entry.method == "DELETE" else "create"
-                refuse_trail_write(write, entry.resource_type)
+            if entry.method == "DELETE":  # even a delete of nothing
+                refuse_trail_write("delete", entry.resource_type)
+            elif entry.method == "PUT" and entry.id is not None:  # the trail's ids
+                refuse_trail_write("create", entry.resource_type, entry.id)
             if entry.method == "POST":
                 assert entry.resource is not None
                 if entry.if_none_exist:

@@ -32,13 +32,15 @@ BULK_EXPORT = {"Patient": _BULK + "patient-export", "Group": _BULK + "group-expo
 
 
 def _audit_trail() -> dict[str, Any]:
-    """AuditEvent: read, vread and search of the append-only trail, and nothing that writes."""
+    """AuditEvent: read, vread and search of the append-only trail; create of others' events."""
     return {
         "type": audit_search.AUDIT_EVENT,
         "documentation": (
-            "The audit trail: one event per interaction, written by the server only "
-            "(creates, updates and deletes are refused with 405). Searches are newest "
-            "first unless _sort=date, paged by _cursor."
+            "The audit trail: one event per interaction, written by the server (ids of "
+            "digits only). Searches cover this trail, newest first unless _sort=date, paged "
+            "by _cursor. Other systems may record their own AuditEvents with create (or a "
+            "PUT of a new id); these are kept as sent and read by id. No AuditEvent is "
+            "ever updated or deleted (405)."
         ),
         "interaction": [{"code": code} for code in audit_search.INTERACTIONS],
         "versioning": "versioned",

@@ -76,7 +76,7 @@ class Gate:
         """
         from sharedcare.plugins import plugin_manager
 
-        refuse_trail_write(interaction, resource_type)  # AuditEvents: append-only, server's
+        refuse_trail_write(interaction, resource_type, resource_id)  # AuditEvents
         refusals = plugin_manager().hook.check_access(
             context=self.context,
             interaction=interaction,

@@ -51,15 +51,9 @@ _WRITE_ATTEMPTS = 3  # tries of an update or delete that loses a race on its res
 class Repository(ReadInteractions):
     """Every read and write of the record, on behalf of one caller.
 
-    The gate and the audit are :class:`~sharedcare.record.gate.Gate`'s, the reads
-    :class:`~sharedcare.record.reads.ReadInteractions`'; the writes are here.
-
-    Args:
-        store: The SQL store.
-        context: Who is asking, and why.
-        audit_writer: Where AuditEvents with no write of their own (reads, searches,
-            failures) go: a group-commit :class:`~sharedcare.record.audit.AuditWriter` in the
-            API server. Without one, each is committed in a transaction of its own.
+    Built per request from the caller's context (the arguments are
+    :class:`~sharedcare.record.gate.Gate`'s). The gate and the audit are ``Gate``'s, the
+    reads :class:`~sharedcare.record.reads.ReadInteractions`'; the writes are here.
     """
 
     # -- writes -------------------------------------------------------------------------
