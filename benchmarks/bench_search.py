@@ -9,14 +9,15 @@ minutes rather than the hours one HTTP request each would take.
 
 ``BENCH_SEARCH_KEEP=dir`` keeps the built cluster in ``dir`` (stopped at the end) and later
 runs with the same directory and size start it again instead of rebuilding; delete the
-directory to rebuild. ``BENCH_SEARCH_REQUESTS`` and ``BENCH_SEARCH_CLIENTS`` size the mix.
+directory to rebuild. ``BENCH_SEARCH_REQUESTS`` and ``BENCH_SEARCH_CLIENTS`` size the mix;
+``BENCH_SEARCH_WORKERS`` (default 2) sets the server's workers.
 
 Figures printed:
 
 * **Build**: resources/s and index rows per resource.
 * **Baseline**: reads by id with the same clients, which pay the same per-request costs
   (HTTP, access check, audit insert), so the ratio shows what search itself adds.
-* **Search mix** over HTTP (2 server workers, concurrent clients on the same 2 cores):
+* **Search mix** over HTTP (2 server workers by default, concurrent clients on the same 2 cores):
   token (identifier), token + reference, string, date, reference, chained, ``_include``,
   ``_revinclude``, a broad token search and deep keyset paging. Requests/s and p50/p99
   latency overall and per kind. Target ≥ 1,000 req/s on 2 cores.
@@ -55,6 +56,7 @@ from tests.support.postgres import Cluster, _bindir, _free_port, start_cluster
 RESOURCES = int(os.environ.get("BENCH_SEARCH_RESOURCES", "1000000"))
 REQUESTS = int(os.environ.get("BENCH_SEARCH_REQUESTS", "6000"))
 CONCURRENCY = int(os.environ.get("BENCH_SEARCH_CLIENTS", "16"))
+WORKERS = int(os.environ.get("BENCH_SEARCH_WORKERS", "2"))
 # Requests of each kind run serially after the mix (latency and CPU per kind).
 PER_KIND = int(os.environ.get("BENCH_SEARCH_PER_KIND", "150"))
 # A directory to keep the built cluster in: the first run builds into it and stops the
@@ -449,7 +451,7 @@ def main() -> None:
             if KEEP:
                 (Path(KEEP).resolve() / f"built-{RESOURCES}").touch()
         engine.dispose()
-        with served(url, workers=2) as base:
+        with served(url, workers=WORKERS) as base:
             _mix(base, patients, server_roots(base, cluster.root))
             print("  totals (serial, best of 3):")
             _totals(base)
