@@ -159,6 +159,7 @@ class Matcher:
         self._goldens: dict[str, _Golden] = {}
         self._decisions: dict[RecordKey, LinkDecision] = {}
         self._reviews: dict[int, ReviewItem] = {}
+        self._review_log: list[ReviewItem] = []  # every item raised, in order
         self._merges: dict[int, MergeEvent] = {}
         self._counter = itertools.count(1)
         self._handle_counter = itertools.count(1)
@@ -205,6 +206,15 @@ class Matcher:
     def reviews(self, *, open_only: bool = True) -> list[ReviewItem]:
         """Review items, oldest first."""
         return [r for r in self._reviews.values() if not (open_only and r.resolved)]
+
+    def review_count(self) -> int:
+        """How many review items were ever raised here (open or resolved)."""
+        return len(self._review_log)
+
+    def reviews_since(self, seen: int) -> list[ReviewItem]:
+        """The review items raised after the first ``seen``, oldest first: what a
+        placement added, without walking the whole queue (which grows with every review)."""
+        return self._review_log[seen:]
 
     def golden(self, golden_id: str) -> GoldenRecord:
         """The survivorship view of a golden record (following merges)."""
@@ -479,6 +489,8 @@ class Matcher:
     def _remember(self, decision: LinkDecision, review: ReviewItem | None) -> None:
         self._decisions[decision.record] = decision
         if review is not None:
+            if review.id not in self._reviews:
+                self._review_log.append(review)
             self._reviews[review.id] = review
 
     def _review(

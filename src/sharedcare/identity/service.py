@@ -284,7 +284,7 @@ class IdentityService:
                         m.load_retired(golden_id, replaced_by)
                 except MatchError:
                     m.load_retired(golden_id, replaced_by)
-        self._reviews_seen = len(m.reviews(open_only=False))
+        self._reviews_seen = m.review_count()
         return True
 
 

@@ -159,8 +159,8 @@ class Work(WorkMerges):
 
     def _collect_reviews(self) -> None:
         svc, p = self.service, self._pending
-        items = self._m.reviews(open_only=False)
-        for item in items[svc._reviews_seen :]:
+        items = self._m.reviews_since(svc._reviews_seen)
+        for item in items:
             pair = {item.golden_id, item.candidate_golden_id}
             if any({r["golden_id"], r["candidate_golden_id"]} == pair for r in p.reviews):
                 continue
@@ -184,7 +184,7 @@ class Work(WorkMerges):
                     "review-open", item.record[1], item.golden_id, item.candidate_golden_id
                 )
             )
-        svc._reviews_seen = len(items)
+        svc._reviews_seen += len(items)
 
     def remove(self, source_ids: Sequence[str]) -> None:
         """Take source Patients (deleted at source) out of the index.

@@ -135,6 +135,20 @@ def test_twin_goes_to_review_not_auto_link():
     assert (item.golden_id, item.candidate_golden_id) == ("G2", "G1")
 
 
+def test_reviews_since_gives_what_each_placement_raised_resolved_or_not():
+    m = make_matcher()
+    m.add(person("gp", "1"))
+    assert (m.review_count(), m.reviews_since(0)) == (0, [])
+    m.add(person("gp", "2", given_name="Samuel"))
+    m.add(person("gp", "3", given_name="Simon"))
+    raised = m.reviews(open_only=False)
+    assert len(raised) >= 2 and m.review_count() == len(raised)
+    assert m.reviews_since(0) == raised and m.reviews_since(1) == raised[1:]
+    m.resolve_review(raised[0].id, same_person=False)  # resolved items stay in the log
+    assert m.reviews_since(0) == m.reviews(open_only=False) == raised
+    assert m.reviews_since(m.review_count()) == []
+
+
 def test_review_resolution_merges_keeping_older_id():
     m = make_matcher()
     m.add(person("gp", "1"))
