@@ -88,7 +88,12 @@ def golden_patient(
         patient["birthDate"] = golden.birth_date.isoformat()
     if golden.address or golden.postcode:
         address: dict[str, Any] = {"use": "home"}
-        if golden.address:
+        if golden.address_lines or golden.city:  # as the source gave them
+            if golden.address_lines:
+                address["line"] = list(golden.address_lines)
+            if golden.city:
+                address["city"] = golden.city
+        elif golden.address:  # a record from a CSV row or an older index: one string
             address["line"] = [part for part in golden.address.split(", ") if part]
         if golden.postcode:
             address["postalCode"] = golden.postcode

@@ -158,6 +158,8 @@ class PersonRecord:
         address: Address lines joined with ", " (postcode excluded).
         nhs_number: Bare ten digits as sent; may be invalid (see ``nhs_number_valid``).
         updated: When the source last changed the record, used by survivorship rules.
+        address_lines: The address lines as the source gave them, and ``city``: for the
+            golden record's ``Patient.address`` only (matching uses ``address``).
     """
 
     source: str
@@ -170,6 +172,8 @@ class PersonRecord:
     address: str | None = None
     nhs_number: str | None = None
     updated: datetime | None = field(default=None, compare=False)
+    address_lines: tuple[str, ...] = field(default=(), compare=False)
+    city: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -200,6 +204,8 @@ class PersonRecord:
         address: str | None = None,
         nhs_number: str | None = None,
         updated: datetime | None = None,
+        address_lines: tuple[str, ...] = (),
+        city: str | None = None,
     ) -> PersonRecord:
         """Build a record from loosely typed values, tidying and checking each one.
 
@@ -230,6 +236,8 @@ class PersonRecord:
             address=_clean(address),
             nhs_number=nhs_numbers.normalise(nhs_number) if nhs_number else None,
             updated=updated,
+            address_lines=tuple(line for line in map(_clean, address_lines) if line),
+            city=_clean(city),
         )
 
     @classmethod
@@ -331,6 +339,8 @@ class PersonRecord:
                 address=", ".join(lines) or None,
                 nhs_number=nhs,
                 updated=updated,
+                address_lines=tuple(str(x) for x in (address.get("line") or [])) if address else (),
+                city=address.get("city") if address else None,
             )
         except PersonDataError as err:
             message = str(err).replace("birth_date", "Patient.birthDate", 1)

@@ -62,6 +62,8 @@ class GoldenRecord:
         members: ``(source, local_id)`` of every source record in it, sorted.
         given_names, family_name, birth_date, sex, postcode, address, nhs_number: Values.
         provenance: Field name to the ``(source, local_id)`` its value came from.
+        address_lines, city: The chosen address as its source gave it (same source as
+            ``address``), for the golden Patient.
     """
 
     golden_id: str
@@ -74,6 +76,8 @@ class GoldenRecord:
     address: str | None = None
     nhs_number: str | None = None
     provenance: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    address_lines: tuple[str, ...] = ()
+    city: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -174,4 +178,6 @@ def survive(
         address=place.address if place else None,
         nhs_number=nhs.nhs_number if nhs else None,
         provenance=provenance,
+        address_lines=place.address_lines if place else (),
+        city=place.city if place else None,
     )

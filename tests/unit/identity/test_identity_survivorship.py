@@ -60,3 +60,30 @@ def test_empty_cluster_and_dict_form():
     assert g.members == () and g.nhs_number is None and g.provenance == {}
     d = survive("G1", [rec("gp", "1", birth_date="1980-01-02")]).to_dict()
     assert d["birth_date"] == "1980-01-02" and d["members"] == [["gp", "1"]]
+
+
+def test_golden_patient_keeps_the_sources_address_lines_and_city() -> None:
+    from sharedcare.identity.golden import golden_patient
+
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "address": [
+            {
+                "use": "home",
+                "line": ["Flat 2, Mill House", "10 Mill Lane"],
+                "city": "Poole",
+                "postalCode": "BH15 1AB",
+            }
+        ],
+    }
+    record = PersonRecord.from_fhir(patient, source="gp")
+    assert record.address == "Flat 2, Mill House, 10 Mill Lane, Poole"  # what matching sees
+    golden = survive("G1", [record])
+    (address,) = golden_patient(golden, ["p1"])["address"]
+    assert address["line"] == ["Flat 2, Mill House", "10 Mill Lane"]
+    assert address["city"] == "Poole" and address["postalCode"] == "BH15 1AB"
+    # A record with only the joined string (a CSV row) still gives its lines.
+    row = PersonRecord.create("council", "c1", address="1 High St, Dorchester")
+    (address,) = golden_patient(survive("G2", [row]), ["c1"])["address"]
+    assert address["line"] == ["1 High St", "Dorchester"] and "city" not in address
