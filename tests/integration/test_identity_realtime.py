@@ -42,19 +42,11 @@ from sharedcare.plugins import plugin_manager
 from sharedcare.record.context import RequestContext
 from sharedcare.record.repository import Repository
 from sharedcare.record.sqlstore import SqlStore
+from tests.integration.test_identity_persistence import A28
 from tests.support.server import serving
 
 NHS = "9434765919"
 OTHER_NHS = "9434765870"
-A28 = "\r".join(
-    [
-        "MSH|^~\\&|PAS|RBD|SC|ICS|20240315101500||ADT^A28|C1|P|2.4",
-        "EVN|A28|20240315101500",
-        f"PID|1||H100^^^RBD^MR~{NHS}^^^NHS^NH||TESTER^ALEXANDRA||19650412|F|||"
-        "1 High Street^^Bournemouth^^BH1 1AA",
-        "PV1|1|N",
-    ]
-)
 GP = {"X-Sharedcare-User": "gp-system", "X-Sharedcare-Organisation": "Y0001"}
 
 

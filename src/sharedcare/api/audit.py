@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from sharedcare.api import fhir as fhir_routes
-from sharedcare.api.fhir import FHIR_JSON, RepositoryDep
+from sharedcare.api.fhir import FHIR_JSON, RepositoryDep, base_url, strict_handling
 from sharedcare.plugins import hookimpl
 from sharedcare.record.audit import AuditEntry
 from sharedcare.record.audit_search import (
@@ -38,14 +38,6 @@ from sharedcare.record.sqlstore import StoredResource
 router = APIRouter(prefix="/fhir", tags=["FHIR audit trail"])
 
 
-def _strict(request: Request) -> bool:
-    return "handling=strict" in request.headers.get("prefer", "").replace(" ", "")
-
-
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + "/fhir"
-
-
 def _searchset(request: Request, page: TrailPage, url: str) -> Response:
     """The searchset Bundle of one page, with ``self``, ``first`` and ``next`` links that
     carry only the parameters applied."""
@@ -60,7 +52,7 @@ def _searchset(request: Request, page: TrailPage, url: str) -> Response:
         links.append({"relation": "first", "url": link([])})
     if page.next_cursor:
         links.append({"relation": "next", "url": link([("_cursor", page.next_cursor)])})
-    base = _base(request)
+    base = base_url(request)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         bundle["total"] = page.total
@@ -96,7 +88,7 @@ def _refused(repo: Repository, interaction: str, id: str | None = None) -> Audit
 def search(request: Request, repo: RepositoryDep) -> Response:
     """Search the audit trail (https://hl7.org/fhir/R4/auditevent.html#search)."""
     params = list(request.query_params.multi_items())
-    page = search_trail(repo, params, strict=_strict(request))
+    page = search_trail(repo, params, strict=strict_handling(request))
     return _searchset(request, page, str(request.url).split("?")[0])
 
 
@@ -106,7 +98,7 @@ async def search_post(request: Request, repo: RepositoryDep) -> Response:
     form = await request.form()
     params = [(k, str(v)) for k, v in form.multi_items()]
     params += list(request.query_params.multi_items())
-    page = await run_in_threadpool(search_trail, repo, params, strict=_strict(request))
+    page = await run_in_threadpool(search_trail, repo, params, strict=strict_handling(request))
     url = str(request.url).split("?")[0].removesuffix("/_search")
     return _searchset(request, page, url)
 
@@ -116,7 +108,7 @@ def compartment_search(id: str, request: Request, repo: RepositoryDep) -> Respon
     """The AuditEvents of one patient: the Patient compartment
     (https://hl7.org/fhir/R4/compartmentdefinition-patient.html), ``AuditEvent.patient``."""
     params = list(request.query_params.multi_items())
-    page = search_trail(repo, params, strict=_strict(request), patient=id)
+    page = search_trail(repo, params, strict=strict_handling(request), patient=id)
     return _searchset(request, page, str(request.url).split("?")[0])
 
 

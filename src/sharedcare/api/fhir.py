@@ -88,7 +88,7 @@ async def _read_on_loop(repo: Repository, work: Callable[..., T], *args: Any, **
 _bases: dict[tuple[Any, ...], str] = {}
 
 
-def _base(request: Request) -> str:
+def base_url(request: Request) -> str:
     """The FHIR base URL the client used (``http://host:port/fhir``).
 
     Starlette builds ``request.base_url`` by parsing a URL on every call (6% of a create's
@@ -216,7 +216,7 @@ def _int_param(request: Request, name: str, default: int, high: int) -> int:
 @router.get("/metadata")
 def metadata(request: Request) -> Response:
     """The CapabilityStatement (https://hl7.org/fhir/R4/http.html#capabilities)."""
-    return FhirJsonResponse(capability_statement(_base(request)))
+    return FhirJsonResponse(capability_statement(base_url(request)))
 
 
 @router.post("")
@@ -238,7 +238,7 @@ def _history(request: Request, repo: Repository, rtype: str | None, id: str | No
     offset = _int_param(request, "_offset", 0, 10_000_000)
     since = request.query_params.get("_since")
     versions, total = repo.history(rtype, id, since=since, count=count, offset=offset)
-    base = _base(request)
+    base = base_url(request)
     url = str(request.url).split("?")[0]
     links = _paging_links(
         url, list(request.query_params.multi_items()), count, offset, total, len(versions)
@@ -284,7 +284,8 @@ async def search_post(rtype: str, request: Request, repo: RepositoryDep) -> Resp
     return _search(request, repo, rtype, params)
 
 
-def _strict(request: Request) -> bool:
+def strict_handling(request: Request) -> bool:
+    """``Prefer: handling=strict`` (https://hl7.org/fhir/R4/search.html#errors)."""
     prefer = request.headers.get("prefer", "")
     return "handling=strict" in prefer.replace(" ", "")
 
@@ -301,8 +302,10 @@ def _search(
     Links carry only the parameters that were applied (the rest were ignored under lenient
     handling); ``next`` and ``previous`` carry a keyset ``_cursor``.
     """
-    page: SearchPage = repo.search(rtype, params, strict=_strict(request), compartment=compartment)
-    base = _base(request)
+    page: SearchPage = repo.search(
+        rtype, params, strict=strict_handling(request), compartment=compartment
+    )
+    base = base_url(request)
     url = str(request.url).split("?")[0].removesuffix("/_search")
     used = page.request.used_query()
 
@@ -345,7 +348,7 @@ async def create(
         raise InvalidRequest(f"the body must be a {rtype} resource", expression="resourceType")
     outcome = await run_in_threadpool(repo.create, body, if_none_exist=if_none_exist)
     stored = outcome.stored
-    location = f"{_base(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
+    location = f"{base_url(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
     return _resource_response(stored, 201 if outcome.created else 200, location=location)
 
 
@@ -358,7 +361,7 @@ async def conditional_update(rtype: str, request: Request, repo: RepositoryDep) 
     criteria = request.url.query
     outcome = await run_in_threadpool(repo.conditional_update, rtype, criteria, body)
     stored = outcome.stored
-    location = f"{_base(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
+    location = f"{base_url(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
     return _resource_response(stored, 201 if outcome.created else 200, location=location)
 
 
@@ -386,7 +389,7 @@ def everything(id: str, request: Request, repo: RepositoryDep) -> Response:
         count=count,
         offset=offset,
     )
-    base = _base(request)
+    base = base_url(request)
     url = str(request.url).split("?")[0]
     links = _paging_links(
         url, list(request.query_params.multi_items()), count, offset, total, len(resources)
@@ -441,7 +444,7 @@ async def update(
         raise InvalidRequest("the body must be a FHIR resource")
     outcome = await run_in_threadpool(repo.update, rtype, id, body, if_match=if_match)
     stored = outcome.stored
-    location = f"{_base(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
+    location = f"{base_url(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
     return _resource_response(stored, 201 if outcome.created else 200, location=location)
 
 

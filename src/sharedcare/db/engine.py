@@ -257,6 +257,15 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
         yield connection
 
 
+def driver_connection(connection: Connection) -> Any:
+    """The driver's own connection (``sqlite3`` or psycopg) under ``connection``, in its
+    transaction. Hot statements go straight to it: through SQLAlchemy, building and running
+    them cost more Python than the driver's own execution (decisions 0016 and 0022)."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    return raw
+
+
 @contextmanager
 def driver_errors() -> Iterator[None]:
     """Raise errors of statements run straight through the driver (``sqlite3``, psycopg) as

@@ -47,7 +47,7 @@ expressions outside the compiled subset are evaluated with fhirpathpy.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -553,8 +553,14 @@ def extract_index(resource: dict[str, Any]) -> list[IndexValue]:
     rtype = resource.get("resourceType")
     if type(rtype) is not str:
         return []
+    return extract_params(resource, _active(rtype, resource))
+
+
+def extract_params(resource: dict[str, Any], params: Iterable[Any]) -> list[Any]:
+    """Index values of ``resource`` for the compiled parameters ``params`` (see
+    :func:`extract_index`, which passes those whose root elements are present)."""
     out: list[Any] = []
-    for c in _active(rtype, resource):
+    for c in params:
         if c.composite:
             for base, comps in c.composite:
                 items = base(resource)

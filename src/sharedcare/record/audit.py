@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine
 
-from sharedcare.db.engine import driver_errors, write_connection
+from sharedcare.db.engine import driver_connection, driver_errors, write_connection
 from sharedcare.db.tables import AuditRecord
 from sharedcare.record.context import PURPOSES, RequestContext
 from sharedcare.record.instants import now_us, to_instant
@@ -261,8 +261,7 @@ def _values(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def _insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if connection.dialect.name != "postgresql":
-        raw = connection.connection.driver_connection
-        assert raw is not None
+        raw = driver_connection(connection)
         cursor = raw.cursor()
         try:
             cursor.executemany(
@@ -272,8 +271,7 @@ def _insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -
         finally:
             cursor.close()
         return
-    raw = connection.connection.driver_connection
-    assert raw is not None
+    raw = driver_connection(connection)
     if len(rows) == 1:  # one write's event: plain parameters, no arrays to convert
         (row,) = rows
         with raw.cursor() as cursor:

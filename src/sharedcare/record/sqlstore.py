@@ -59,7 +59,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from sharedcare.db.engine import driver_errors, write_connection
+from sharedcare.db.engine import driver_connection, driver_errors, write_connection
 from sharedcare.db.tables import Resource, ResourceHistory, SearchParamId
 from sharedcare.fhir.definitions import resource_types, search_parameters
 from sharedcare.fhir.search_index import IndexValue
@@ -198,8 +198,7 @@ class SqlStore:
         one: through SQLAlchemy, executing it and building its result cost more Python than
         the rest of a read by id (py-spy of ``GET /fhir/{type}/{id}`` on PostgreSQL).
         """
-        raw = connection.connection.driver_connection
-        assert raw is not None
+        raw = driver_connection(connection)
         statement = (
             sqlstore_pg.READ_ONE if self.dialect == "postgresql" else sqlstore_sqlite.READ_ONE
         )
@@ -342,8 +341,7 @@ class SqlStore:
         found: dict[tuple[str, str], tuple[int, int, bool]] = {}
         if len(keys) == 1:  # one REST write: one fixed statement through the driver
             statement = sqlstore_pg.EXISTING_ONE_LOCKED if lock else sqlstore_pg.EXISTING_ONE
-            raw = connection.connection.driver_connection
-            assert raw is not None
+            raw = driver_connection(connection)
             with raw.cursor() as cursor:
                 for t, i, pk, version, deleted in cursor.execute(statement, keys[0]).fetchall():
                     found[(t, i)] = (pk, version, deleted)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table
 
-from sharedcare.db.engine import driver_errors
+from sharedcare.db.engine import driver_connection, driver_errors
 from sharedcare.record.store_rows import INDEX_TABLES
 
 if TYPE_CHECKING:
@@ -119,15 +119,6 @@ INSERT_INDEX_ONE = {
 }
 
 
-def _driver(connection: Connection) -> Any:
-    """The psycopg connection under ``connection``, in its transaction. The write
-    statements go straight to it: through ``exec_driver_sql`` SQLAlchemy's result set-up
-    cost more Python than psycopg's own execution (py-spy of a REST create)."""
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    return raw
-
-
 def key_arrays(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     """``(type, id)`` keys as the two arrays the statements ``unnest``."""
     return {"types": [t for t, _ in keys], "ids": [i for _, i in keys]}
@@ -147,7 +138,7 @@ def write_resources(
 ) -> None:
     """Resource rows: one statement for all updates (history, old index rows, new versions)
     and one for all creates, adding the new keys to ``pks``."""
-    raw = _driver(connection)
+    raw = driver_connection(connection)
     if updates:
         with raw.cursor() as cursor:
             cursor.execute(
@@ -184,7 +175,7 @@ def pipeline(connection: Connection) -> Iterator[None]:
     statement whose rows are fetched, such as ``SELECT … FOR UPDATE``, waits for its own).
     An error in any of them is raised by the fetch or by the end of the block, as
     SQLAlchemy's class (``driver_errors``)."""
-    with driver_errors(), _driver(connection).pipeline():
+    with driver_errors(), driver_connection(connection).pipeline():
         yield
 
 
@@ -192,7 +183,7 @@ def write_one(connection: Connection, write: PendingWrite, pk: int | None) -> in
     """Write one resource version (an update of the row ``pk``, or a create if ``None``)
     and its index rows, with plain parameters; returns the row's key. Meant for
     :func:`pipeline`: only a create waits for its answer (the new key)."""
-    raw = _driver(connection)
+    raw = driver_connection(connection)
     with raw.cursor() as cursor:
         content = None if write.content is None else write.content.decode()
         if pk is None:
@@ -225,7 +216,7 @@ def insert_index_one(
     connection: Connection, rows: dict[Table, dict[tuple[Any, ...], None]]
 ) -> None:
     """Insert one resource's index rows with plain ``INSERT``s (see :func:`write_one`)."""
-    raw = _driver(connection)
+    raw = driver_connection(connection)
     with raw.cursor() as cursor:
         for table, values in rows.items():
             if values:
@@ -247,8 +238,7 @@ def insert_index(connection: Connection, rows: dict[Table, dict[tuple[Any, ...],
 def copy_rows(connection: Connection, table: Table, rows: Iterable[tuple[Any, ...]]) -> None:
     """``COPY`` plain tuples into ``table`` (psycopg builds the rows in C)."""
     names = ", ".join(c.name for c in table.columns)
-    raw = connection.connection.driver_connection
-    assert raw is not None
+    raw = driver_connection(connection)
     with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table
 
+from sharedcare.db.engine import driver_connection
 from sharedcare.record.store_rows import INDEX_TABLES
 
 if TYPE_CHECKING:
     from sharedcare.record.sqlstore import PendingWrite
 
-__all__ = ["READ_ONE", "driver", "existing", "insert_rows", "write_resources"]
+__all__ = ["READ_ONE", "existing", "insert_rows", "write_resources"]
 
 CHUNK = 500  # keys per IN-list, within SQLite's parameter limit
 
@@ -40,13 +41,6 @@ _CREATE = (
 )
 
 
-def driver(connection: Connection) -> Any:
-    """The ``sqlite3`` connection under ``connection`` (in the same transaction)."""
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    return raw
-
-
 def _text(content: bytes | None) -> str | None:
     # The column is text on SQLite (see ``JsonDocument``).
     return None if content is None else content.decode()
@@ -57,7 +51,7 @@ def existing(
 ) -> dict[tuple[str, str], tuple[int, int, bool]]:
     """(pk, version_id, deleted) for those of ``keys`` that exist, grouped by type into
     ``type = ? AND id IN (…)`` lookups (an index search; a row-value ``IN`` scans)."""
-    cursor = driver(connection).cursor()
+    cursor = driver_connection(connection).cursor()
     found: dict[tuple[str, str], tuple[int, int, bool]] = {}
     try:
         if len(keys) == 1:
@@ -92,7 +86,7 @@ def write_resources(
 ) -> None:
     """Resource rows: updates copy the current version to history, clear its index rows
     and overwrite it; creates insert, adding their new keys to ``pks``."""
-    cursor = driver(connection).cursor()
+    cursor = driver_connection(connection).cursor()
     try:
         if updates:
             old = [pks[(w.resource_type, w.id)] for w in updates]
@@ -143,7 +137,7 @@ def insert_rows(connection: Connection, table: Table, rows: Iterable[tuple[Any, 
     SQLAlchemy's compiler costs more than SQLite's own work."""
     names = [c.name for c in table.columns]
     marks = ", ".join("?" * len(names))
-    cursor = driver(connection).cursor()
+    cursor = driver_connection(connection).cursor()
     try:
         cursor.executemany(
             f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})", list(rows)

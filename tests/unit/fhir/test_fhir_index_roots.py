@@ -9,25 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from sharedcare.fhir import search_index
-from sharedcare.fhir.search_index import _compiled, _composite, extract_index
+from sharedcare.fhir.search_index import _compiled, extract_index, extract_params
 from tests.unit.fhir.conftest import ENCOUNTER, OBSERVATION, PATIENT
 from tests.unit.fhir.test_fhir_fastcheck import CONDITION, _traffic, _uk_core
 
 
 def every_parameter(resource: dict[str, Any]) -> list[Any]:
     """extract_index as it was: every compiled parameter of the type, none skipped."""
-    out: list[Any] = []
-    for c in _compiled(resource["resourceType"]):
-        if c.composite:
-            for base, comps in c.composite:
-                items = base(resource)
-                if items:
-                    _composite(c.code, items, comps, resource, out)
-            continue
-        items = c.extract(resource)
-        if items:
-            c.normalise(c.code, items, out)
-    return list(dict.fromkeys(out))
+    return extract_params(resource, _compiled(resource["resourceType"]))
 
 
 def test_skipping_parameters_changes_no_value() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, Text, cast
 
-from sharedcare.db.engine import driver_errors
+from sharedcare.db.engine import driver_connection, driver_errors
 from sharedcare.record.search import CompiledSearch
 from sharedcare.record.search.clauses import RESOURCE
 from sharedcare.record.search.model import SearchRequest
@@ -114,8 +114,8 @@ def fetch_rows(
         text = _driver_text(connection, query)
         if text is not None:
             sql, constants = text
-            raw = connection.connection.driver_connection
-            with driver_errors(), raw.cursor() as cursor:  # type: ignore[union-attr]
+            raw = driver_connection(connection)
+            with driver_errors(), raw.cursor() as cursor:
                 cursor.execute(sql, {**constants, **params} if constants else params)
                 rows: list[Any] = cursor.fetchall()
                 return rows
