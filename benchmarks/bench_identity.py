@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import statistics
 import sys
@@ -40,6 +41,12 @@ def _record(source: str, local_id: str, c: dict[str, str]) -> PersonRecord:
     )
 
 
+def _rss_bytes() -> int:
+    """This process's resident memory now (Linux ``/proc/self/statm``)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--golden", type=int, default=100_000)
@@ -56,6 +63,8 @@ def main() -> None:
     indexed, fresh = people[: args.golden], people[args.golden :]
     print(f"generated {len(people):,} people in {time.perf_counter() - t0:.1f}s")
 
+    gc.collect()
+    rss_before = _rss_bytes()
     matcher = Matcher(id_factory=iter(f"G{i}" for i in range(1, 10**9)).__next__)
     t0 = time.perf_counter()
     gc.disable()
@@ -65,9 +74,12 @@ def main() -> None:
     gc.freeze()  # a long-lived service would do the same after loading its index
     load_s = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    held = (_rss_bytes() - rss_before) / len(indexed)
     print(
         f"loaded {len(indexed):,} golden records in {load_s:.1f}s "
-        f"({len(indexed) / load_s:,.0f}/s); peak RSS {rss_mb:,.0f} MB"
+        f"({len(indexed) / load_s:,.0f}/s); peak RSS {rss_mb:,.0f} MB; "
+        f"index memory {held:,.0f} bytes a record (records and index, "
+        f"{held * 1e6 / 2**30:.1f} GB a million)"
     )
 
     queries = []

@@ -91,6 +91,13 @@ class BlockingIndex:
     Buckets larger than ``max_bucket`` are skipped when looking up candidates (their key
     is too common to be useful, e.g. a placeholder date of birth); the other keys of the
     record still find its matches.
+
+    Every indexed record is held here in every process that matches (a million or more),
+    so the index is kept small: a bucket is keyed by the 64-bit hash of its key, not the
+    key's text, and a bucket of one record (most NHS-number, postcode and name buckets) is
+    the bare handle rather than a list. Two keys with the same hash share a bucket, which
+    can only add candidates to score, never lose one; with a few million keys the chance
+    of any such pair is below one in a million.
     """
 
     __slots__ = ("_buckets", "max_bucket", "rules")
@@ -98,38 +105,55 @@ class BlockingIndex:
     def __init__(self, rules: Iterable[str] | None = None, max_bucket: int = 2000) -> None:
         self.rules = [r.name for r in RULES] if rules is None else list(rules)
         self.max_bucket = max_bucket
-        self._buckets: dict[str, list[int]] = {}
+        self._buckets: dict[int, int | list[int]] = {}
 
     def add(self, handle: int, f: Features) -> None:
         """Index record ``handle`` under the keys of ``f``."""
+        buckets = self._buckets
         for key in blocking_keys(f, self.rules):
-            bucket = self._buckets.get(key)
+            slot = hash(key)
+            bucket = buckets.get(slot)
             if bucket is None:
-                self._buckets[key] = [handle]
+                buckets[slot] = handle
+            elif isinstance(bucket, int):
+                buckets[slot] = [bucket, handle]
             else:
                 bucket.append(handle)
 
     def remove(self, handle: int, f: Features) -> None:
         """Remove record ``handle`` (indexed with features ``f``)."""
+        buckets = self._buckets
         for key in blocking_keys(f, self.rules):
-            bucket = self._buckets.get(key)
-            if bucket is not None and handle in bucket:
+            slot = hash(key)
+            bucket = buckets.get(slot)
+            if bucket is None:
+                continue
+            if isinstance(bucket, int):
+                if bucket == handle:
+                    del buckets[slot]
+            elif handle in bucket:
                 bucket.remove(handle)
-                if not bucket:
-                    del self._buckets[key]
+                if len(bucket) == 1:
+                    buckets[slot] = bucket[0]
 
     def candidates(self, f: Features) -> set[int]:
         """Handles sharing at least one usable blocking key with ``f``."""
         found: set[int] = set()
+        buckets = self._buckets
         for key in blocking_keys(f, self.rules):
-            bucket = self._buckets.get(key)
-            if bucket is not None and len(bucket) <= self.max_bucket:
+            bucket = buckets.get(hash(key))
+            if bucket is None:
+                continue
+            if isinstance(bucket, int):
+                found.add(bucket)
+            elif len(bucket) <= self.max_bucket:
                 found.update(bucket)
         return found
 
     def buckets(self) -> Iterator[list[int]]:
         """Iterate over the buckets (for pair generation in batch work)."""
-        return iter(self._buckets.values())
+        for bucket in self._buckets.values():
+            yield [bucket] if isinstance(bucket, int) else bucket
 
     def __len__(self) -> int:
         return len(self._buckets)

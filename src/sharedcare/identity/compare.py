@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 
 import jellyfish
@@ -164,33 +165,69 @@ class Features:
     house: str
 
 
+# Features are held for every indexed record (a million or more in one process), and most
+# of their values repeat across records: names, dates of birth, postcodes. These caches
+# make records that share a value share one object too, and derive each value once.
+@lru_cache(maxsize=131_072)
+def _given_features(
+    given_names: tuple[str, ...],
+) -> tuple[tuple[str, ...], str, str, frozenset[int], frozenset[int]]:
+    given_all = tuple(p for g in given_names for p in normalise_name(g))
+    given = given_all[0] if given_all else ""
+    return (
+        given_all,
+        given,
+        _phonetic(given),
+        nickname_groups(given),
+        near_nickname_groups(given),
+    )
+
+
+@lru_cache(maxsize=131_072)
+def _family_features(family_name: str | None) -> tuple[str, tuple[str, ...], str]:
+    family_parts = normalise_name(family_name)
+    family = "".join(family_parts)
+    return (
+        family,
+        tuple(p for p in family_parts if p not in _PART_WORDS),
+        _phonetic(family),
+    )
+
+
+@lru_cache(maxsize=131_072)
+def _postcode_features(postcode: str | None) -> tuple[str, str, str]:
+    """The postcode without spaces, its sector and its district."""
+    bare = (postcode or "").replace(" ", "")
+    if postcode and " " in postcode:
+        outward, inward = postcode.split(" ", 1)
+        return bare, outward + inward[:1], outward
+    return bare, "", ""
+
+
+@lru_cache(maxsize=65_536)
+def _dob_text(dob: date | None) -> str:
+    return f"{dob.year:04d}{dob.month:02d}{dob.day:02d}" if dob else ""
+
+
 def features(record: PersonRecord) -> Features:
     """Derive the comparison :class:`Features` of ``record``."""
-    given_all = tuple(p for g in record.given_names for p in normalise_name(g))
-    given = given_all[0] if given_all else ""
-    family_parts = normalise_name(record.family_name)
-    family = "".join(family_parts)
-    postcode = (record.postcode or "").replace(" ", "")
-    sector = district = ""
-    if record.postcode and " " in record.postcode:
-        outward, inward = record.postcode.split(" ", 1)
-        district = outward
-        sector = outward + inward[:1]
+    given_all, given, given_phonetic, given_groups, given_near = _given_features(record.given_names)
+    family, family_parts, family_phonetic = _family_features(record.family_name)
+    postcode, sector, district = _postcode_features(record.postcode)
     address = _normalise_address(record.address)
     house = _HOUSE.search(address)
     sex = record.sex if record.sex in ("male", "female", "other") else ""
-    dob = record.birth_date
     return Features(
         nhs=record.nhs_number or "",
         given=given,
         given_all=given_all,
-        given_phonetic=_phonetic(given),
-        given_groups=nickname_groups(given),
-        given_near_groups=near_nickname_groups(given),
+        given_phonetic=given_phonetic,
+        given_groups=given_groups,
+        given_near_groups=given_near,
         family=family,
-        family_parts=tuple(p for p in family_parts if p not in _PART_WORDS),
-        family_phonetic=_phonetic(family),
-        dob=f"{dob.year:04d}{dob.month:02d}{dob.day:02d}" if dob else "",
+        family_parts=family_parts,
+        family_phonetic=family_phonetic,
+        dob=_dob_text(record.birth_date),
         sex=sex,
         postcode=postcode,
         postcode_sector=sector,

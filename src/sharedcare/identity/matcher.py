@@ -120,8 +120,15 @@ class MergeEvent:
 class _Golden:
     id: str
     order: int
-    members: set[int] = field(default_factory=set)
+    # A list, not a set: almost every cluster holds one to three records, and an empty
+    # set alone costs 216 bytes (this is held for every golden record in every process).
+    members: list[int] = field(default_factory=list)
     replaced_by: str | None = None
+
+    def drop(self, handle: int) -> None:
+        """Remove ``handle`` from the members if it is one."""
+        if handle in self.members:
+            self.members.remove(handle)
 
 
 @dataclass(slots=True)
@@ -326,11 +333,11 @@ class Matcher:
         decision, review = self._place(record.key, feats, exclude=handle, current=old_golden)
         target = decision.golden_id
         if target != old_golden.id:
-            old_golden.members.discard(handle)
+            old_golden.drop(handle)
             if not old_golden.members and target in self._goldens:
                 old_golden.replaced_by = target
             self._goldens.setdefault(target, _Golden(target, next(self._counter)))
-            self._goldens[target].members.add(handle)
+            self._goldens[target].members.append(handle)
         entry.record = record
         entry.features = feats
         entry.golden_id = target
@@ -357,7 +364,7 @@ class Matcher:
         if exclude is not None:
             candidates.discard(exclude)
         n = len(candidates)
-        alone = current is None or not (current.members - {exclude})
+        alone = current is None or all(h == exclude for h in current.members)
 
         det = self._deterministic(feats, candidates)
         if det is not None:
@@ -455,8 +462,10 @@ class Matcher:
         for handle in candidates:
             other = self._entries[handle].features
             if other.nhs == feats.nhs and other.dob == feats.dob:
+                # The oldest cluster wins, and within it the record indexed first, so that
+                # the evidence reported does not depend on the order of ``candidates``.
                 order = self._goldens[self._entries[handle].golden_id].order
-                if found is None or order < found_order:
+                if found is None or (order, handle) < (found_order, found):
                     found, found_order = handle, order
         return found
 
@@ -482,7 +491,7 @@ class Matcher:
         golden = self._goldens.get(golden_id)
         if golden is None:
             golden = self._goldens[golden_id] = _Golden(golden_id, next(self._counter))
-        golden.members.add(handle)
+        golden.members.append(handle)
         self._index.add(handle, feats)
         self._count_tf(feats, +1)
 
@@ -519,8 +528,8 @@ class Matcher:
                 self._decisions[self._entries[handle].record.key] = self._manual(
                     self._entries[handle].record.key, kept.id
                 )
-            kept.members |= retired.members
-            retired.members = set()
+            kept.members.extend(retired.members)
+            retired.members = []
             retired.replaced_by = kept.id
             event = MergeEvent(next(self._counter), kept.id, retired.id, moved)
             self._merges[event.id] = event
@@ -545,8 +554,8 @@ class Matcher:
             for key in event.moved:
                 handle = self._handles.get(key)
                 if handle is not None and handle in kept.members:
-                    kept.members.discard(handle)
-                    retired.members.add(handle)
+                    kept.drop(handle)
+                    retired.members.append(handle)
                     self._entries[handle].golden_id = retired.id
                     self._decisions[key] = self._manual(key, retired.id)
             del self._merges[event_id]
@@ -563,8 +572,8 @@ class Matcher:
             old = self._goldens[entry.golden_id]
             if len(old.members) == 1:
                 return old.id
-            old.members.discard(handle)
-            new = _Golden(self._new_id(), next(self._counter), {handle})
+            old.drop(handle)
+            new = _Golden(self._new_id(), next(self._counter), [handle])
             self._goldens[new.id] = new
             entry.golden_id = new.id
             self._decisions[key] = self._manual(key, new.id)
@@ -597,7 +606,7 @@ class Matcher:
             handle = self._handles.pop(key)
             self._index.remove(handle, entry.features)
             self._count_tf(entry.features, -1)
-            self._goldens[entry.golden_id].members.discard(handle)
+            self._goldens[entry.golden_id].drop(handle)
             del self._entries[handle]
             self._decisions.pop(key, None)
 

@@ -14,9 +14,11 @@ features. Errors name the field that is wrong and never echo its value.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from sharedcare.identity import nhs_number as nhs_numbers
@@ -69,6 +71,26 @@ def _clean(value: Any) -> str | None:
         return None
     text = _SPACES.sub(" ", str(value)).strip()
     return text or None
+
+
+def _shared(value: str | None) -> str | None:
+    """``value`` as the one shared copy of that text (``sys.intern``).
+
+    A matching process holds every source record it indexes, a million or more; names,
+    postcodes, towns and source systems repeat across them, and sharing one copy of each
+    saves memory without changing any value.
+    """
+    return sys.intern(value) if value is not None else None
+
+
+@lru_cache(maxsize=65_536)
+def _given_names(given: str | None) -> tuple[str, ...]:
+    return tuple(sys.intern(part) for part in given.split(" ")) if given else ()
+
+
+@lru_cache(maxsize=65_536)
+def _birth_date(value: str) -> date | None:
+    return parse_birth_date(value)
 
 
 def parse_birth_date(value: str | None, field_name: str = "birth_date") -> date | None:
@@ -223,21 +245,23 @@ class PersonRecord:
             raise PersonDataError("source is empty; every record needs its source system")
         if lid is None:
             raise PersonDataError("local_id is empty; every record needs its id in its source")
-        given = _clean(given_name)
-        dob = birth_date if isinstance(birth_date, date) else parse_birth_date(birth_date)
+        if isinstance(birth_date, str):
+            dob = _birth_date(birth_date)
+        else:
+            dob = birth_date if isinstance(birth_date, date) else parse_birth_date(birth_date)
         return cls(
-            source=src,
+            source=sys.intern(src),
             local_id=lid,
-            given_names=tuple(given.split(" ")) if given else (),
-            family_name=_clean(family_name),
+            given_names=_given_names(_clean(given_name)),
+            family_name=_shared(_clean(family_name)),
             birth_date=dob,
             sex=parse_sex(sex),
-            postcode=normalise_postcode(postcode),
+            postcode=_shared(normalise_postcode(postcode)),
             address=_clean(address),
             nhs_number=nhs_numbers.normalise(nhs_number) if nhs_number else None,
             updated=updated,
             address_lines=tuple(line for line in map(_clean, address_lines) if line),
-            city=_clean(city),
+            city=_shared(_clean(city)),
         )
 
     @classmethod

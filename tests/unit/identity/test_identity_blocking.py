@@ -46,3 +46,19 @@ def test_index_candidates_remove_and_bucket_cap():
     assert index.candidates(a) == {1}
     index.remove(1, a)
     assert len(index) == 0
+
+
+def test_index_shrinks_a_bucket_back_to_one_record_and_lists_every_bucket():
+    index = BlockingIndex()
+    a = f(given_name="Ann", family_name="Lee", birth_date="1980-03-04")
+    index.add(1, a)
+    index.add(2, a)
+    index.remove(1, a)
+    assert index.candidates(a) == {2}
+    assert sorted(map(sorted, index.buckets())) == [[2]] * len(blocking_keys(a))
+    index.add(3, a)
+    assert index.candidates(a) == {2, 3}
+    index.remove(3, a)
+    index.remove(2, a)
+    assert index.candidates(a) == set()
+    assert len(index) == 0
