@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from sharedcare.api.app import create_app
 from sharedcare.config import Settings
+from sharedcare.fhir.definitions import search_parameters
 from tests.support.identity import without_realtime_matching
 
 STRICT = {"Prefer": "handling=strict", "Content-Type": "application/fhir+json"}
@@ -82,6 +83,15 @@ def _interaction(client: TestClient, rtype: str, code: str, id: str) -> Any:
     return client.get(f"/fhir/{rtype}?_count=1")
 
 
+def _sample(rtype: str, param: dict[str, Any]) -> str:
+    """A value ``param`` accepts; a composite's joins one per component with ``$``."""
+    if param["type"] != "composite":
+        return SAMPLES[param["type"]]
+    components = search_parameters(rtype)[param["name"]].components
+    assert components, (rtype, param["name"])
+    return "$".join(SAMPLES[c.type] for c in components)
+
+
 def test_audit_event_claims_exactly_what_is_served(client: TestClient) -> None:
     client.post("/fhir/Patient", json={"resourceType": "Patient"})  # leaves one event
     audit = _resources(client)["AuditEvent"]
@@ -120,7 +130,7 @@ def test_every_type_serves_the_searches_it_claims(client: TestClient) -> None:
             continue
         for param in resource["searchParam"]:
             response = client.get(
-                f"/fhir/{rtype}?{param['name']}={SAMPLES[param['type']]}&_count=0&_total=none"
+                f"/fhir/{rtype}?{param['name']}={_sample(rtype, param)}&_count=0&_total=none"
             )
             assert response.status_code == 200, (rtype, param["name"], response.text)
 

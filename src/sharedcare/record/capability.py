@@ -25,7 +25,16 @@ INTERACTIONS = (
     "create",
     "search-type",
 )
-SEARCHABLE_TYPES = ("number", "date", "string", "token", "reference", "quantity", "uri")
+SEARCHABLE_TYPES = (
+    "number",
+    "date",
+    "string",
+    "token",
+    "reference",
+    "quantity",
+    "uri",
+    "composite",
+)
 #: Bulk Data $export (https://hl7.org/fhir/uv/bulkdata/export.html), by where it is invoked.
 _BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 BULK_EXPORT = {"Patient": _BULK + "patient-export", "Group": _BULK + "group-export"}
