@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sharedcare import __version__
 from sharedcare.api.errors import install_error_handlers
+from sharedcare.api.routing import DirectGets, fhir_routes_first
+from sharedcare.api.search_engine import search_engine
 from sharedcare.config import Settings, get_settings
 from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
@@ -91,6 +94,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auto_migrate:
             app.state.store.ensure_params()
         app.state.audit_writer = AuditWriter(engine)
+        # Searches run on the event loop over an asyncio engine of their own on
+        # PostgreSQL, in these threads on SQLite (``api.fhir._run_search``): as many
+        # threads as the engine's pool holds connections (``pool_size`` and as many more).
+        app.state.search_engine = search_engine(engine, settings.db_pool_size)
+        app.state.search_pool = None
+        if app.state.search_engine is None:
+            app.state.search_pool = ThreadPoolExecutor(
+                max_workers=2 * settings.db_pool_size, thread_name_prefix="sharedcare-search"
+            )
         # Load the identity index and link Patients a crash left unlinked, in the background.
         warmup = IdentityWarmup.start_if_matching(engine, app.state.store)
         app.state.identity_warmup = warmup
@@ -99,6 +111,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if warmup is not None:
                 warmup.stop()
+            if app.state.search_pool is not None:
+                app.state.search_pool.shutdown(wait=True)
+            if app.state.search_engine is not None:
+                await app.state.search_engine.dispose()
             # Commit every queued AuditEvent before the connections go.
             app.state.audit_writer.close()
             engine.dispose()
@@ -114,4 +130,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(AccessLog)
     plugin_manager().hook.register_routes(app=app)
+    fhir_routes_first(app)
+    app.router.routes.insert(0, DirectGets(app.router.routes))
     return app

@@ -15,12 +15,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from sharedcare.api import fhir as fhir_routes
 from sharedcare.api.fhir import FHIR_JSON, RepositoryDep, base_url, strict_handling
+from sharedcare.api.routing import GuardedRouter
 from sharedcare.plugins import hookimpl
 from sharedcare.record.audit import AuditEntry
 from sharedcare.record.audit_search import (
@@ -35,7 +36,7 @@ from sharedcare.record.instants import to_http_date
 from sharedcare.record.repository import Repository
 from sharedcare.record.sqlstore import StoredResource
 
-router = APIRouter(prefix="/fhir", tags=["FHIR audit trail"])
+router = GuardedRouter(marker="AuditEvent", prefix="/fhir", tags=["FHIR audit trail"])
 
 
 def _searchset(request: Request, page: TrailPage, url: str) -> Response:
@@ -130,7 +131,7 @@ def instance_history(id: str, request: Request, repo: RepositoryDep) -> Response
 async def vread(id: str, vid: str, repo: RepositoryDep) -> Response:
     """vread: an event's one version, ``1``."""
     if not is_trail_id(id):
-        return await fhir_routes.vread(AUDIT_EVENT, id, vid, repo)
+        return await fhir_routes.vread_response(repo, AUDIT_EVENT, id, vid)
     return _event_response(await run_in_threadpool(read_trail, repo, id, vid))
 
 
@@ -139,7 +140,7 @@ async def read(id: str, repo: RepositoryDep) -> Response:
     """read (https://hl7.org/fhir/R4/http.html#read) of one event of the trail, or of an
     AuditEvent another system sent (kept in the record)."""
     if not is_trail_id(id):
-        return await fhir_routes.read(AUDIT_EVENT, id, repo)
+        return await fhir_routes.read_response(repo, AUDIT_EVENT, id)
     return _event_response(await run_in_threadpool(read_trail, repo, id))
 
 

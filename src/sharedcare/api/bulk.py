@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from sharedcare.api.fhir import repository
 from sharedcare.api.responses import FhirJsonResponse, OrjsonResponse
+from sharedcare.api.routing import GuardedRouter
 from sharedcare.config import Settings
 from sharedcare.plugins import hookimpl
 from sharedcare.record.bulk import (
@@ -40,7 +41,7 @@ from sharedcare.record.bulk.service import TooManyExports
 from sharedcare.record.errors import InvalidRequest
 from sharedcare.record.instants import to_http_date, to_instant
 
-router = APIRouter(prefix="/fhir", tags=["FHIR Bulk Data"])
+router = GuardedRouter(marker="$export", prefix="/fhir", tags=["FHIR Bulk Data"])
 RETRY_AFTER_S = 2
 _ACCEPTED = ("application/fhir+json", "application/json", "*/*", "application/*")
 

@@ -8,6 +8,8 @@ as the JSON bytes the store holds, spliced into bundles without being re-encoded
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
@@ -15,9 +17,11 @@ from urllib.parse import urlencode
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
+from sqlalchemy.util import greenlet_spawn
 from starlette.concurrency import run_in_threadpool
 
 from sharedcare.api.responses import FhirJsonResponse
+from sharedcare.api.routing import direct
 from sharedcare.fhir.validation import operation_outcome
 from sharedcare.plugins import hookimpl
 from sharedcare.record.bundles import process_bundle
@@ -85,6 +89,40 @@ async def _read_on_loop(repo: Repository, work: Callable[..., T], *args: Any, **
             await asyncio.wrap_future(future)
 
 
+async def _run_search(
+    request: Request, rtype: str, params: list[tuple[str, str]], **kwargs: Any
+) -> Response:
+    """Run a search and render its Bundle, then await its AuditEvent.
+
+    On PostgreSQL the search runs on the event loop, in a greenlet, over the API server's
+    asyncio engine (:mod:`sharedcare.api.search_engine`): its statements are awaited, so
+    the loop serves other requests while PostgreSQL works, and no thread is woken. On
+    SQLite (no asyncio driver) it runs in one of the API server's search threads
+    (``app.state.search_pool``, a plain :class:`~concurrent.futures.ThreadPoolExecutor`:
+    anyio's, which FastAPI uses for a ``def`` endpoint, costs more per hop). The AuditEvent
+    is queued by the search and awaited here: it is committed before the response (or
+    error) goes out, whatever happens (``docs/decisions/0026-search-request-path.md``).
+    """
+    repo = repository(request)
+    repo.defer_audit = True
+    state = request.app.state
+    pool = getattr(state, "search_pool", None)
+    searches = getattr(state, "search_engine", None)
+    try:
+        if searches is not None:
+            repo.reader = searches.sync_engine
+            return await greenlet_spawn(_search, request, repo, rtype, params, **kwargs)
+        if pool is None:  # an application without its lifespan (some tests)
+            return await run_in_threadpool(_search, request, repo, rtype, params, **kwargs)
+        work = functools.partial(_search, request, repo, rtype, params, **kwargs)
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(pool, context.run, work)
+    finally:
+        pending, repo.pending_audits = repo.pending_audits, []
+        for future in pending:
+            await asyncio.wrap_future(future)
+
+
 _bases: dict[tuple[Any, ...], str] = {}
 
 
@@ -109,6 +147,16 @@ def base_url(request: Request) -> str:
         if len(_bases) < 256:
             _bases[key] = base
     return base
+
+
+def _page_url(request: Request, base: str) -> str:
+    """``request.url`` without its query string, built on :func:`base_url` (Starlette's
+    ``request.url`` parses the whole URL again on every request)."""
+    scope = request.scope
+    root = str(scope.get("app_root_path", scope.get("root_path", ""))).rstrip("/")
+    origin = base[: len(base) - len(root) - len("/fhir")]
+    path = str(scope["path"]).replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+    return origin + path
 
 
 def _resource_response(
@@ -276,12 +324,12 @@ async def validate_type(rtype: str, request: Request, repo: RepositoryDep) -> Re
 
 
 @router.post("/{rtype}/_search")
-async def search_post(rtype: str, request: Request, repo: RepositoryDep) -> Response:
+async def search_post(rtype: str, request: Request) -> Response:
     """Search via POST with form-encoded parameters."""
     form = await request.form()
     params = [(k, str(v)) for k, v in form.multi_items()]
     params += list(request.query_params.multi_items())
-    return _search(request, repo, rtype, params)
+    return await _run_search(request, rtype, params)
 
 
 def strict_handling(request: Request) -> bool:
@@ -306,7 +354,7 @@ def _search(
         rtype, params, strict=strict_handling(request), compartment=compartment
     )
     base = base_url(request)
-    url = str(request.url).split("?")[0].removesuffix("/_search")
+    url = _page_url(request, base).removesuffix("/_search")
     used = page.request.used_query()
 
     def link(extra: list[tuple[str, str]]) -> str:
@@ -330,9 +378,10 @@ def _search(
 
 
 @router.get("/{rtype}")
-def search(rtype: str, request: Request, repo: RepositoryDep) -> Response:
+@direct
+async def search(rtype: str, request: Request) -> Response:
     """Search (https://hl7.org/fhir/R4/http.html#search)."""
-    return _search(request, repo, rtype, list(request.query_params.multi_items()))
+    return await _run_search(request, rtype, list(request.query_params.multi_items()))
 
 
 @router.post("/{rtype}")
@@ -400,8 +449,14 @@ def everything(id: str, request: Request, repo: RepositoryDep) -> Response:
 
 
 @router.get("/{rtype}/{id}/_history/{vid}")
-async def vread(rtype: str, id: str, vid: str, repo: RepositoryDep) -> Response:
+@direct
+async def vread(rtype: str, id: str, vid: str, request: Request) -> Response:
     """vread (https://hl7.org/fhir/R4/http.html#vread)."""
+    return await vread_response(repository(request), rtype, id, vid)
+
+
+async def vread_response(repo: Repository, rtype: str, id: str, vid: str) -> Response:
+    """A vread's response (also for AuditEvents kept in the record, ``api.audit``)."""
     return _resource_response(await _read_on_loop(repo, repo.vread, rtype, id, vid))
 
 
@@ -418,15 +473,22 @@ async def validate_instance(rtype: str, id: str, request: Request, repo: Reposit
 
 
 @router.get("/Patient/{id}/{rtype}")
-def compartment_search(id: str, rtype: str, request: Request, repo: RepositoryDep) -> Response:
+@direct
+async def compartment_search(id: str, rtype: str, request: Request) -> Response:
     """Patient compartment search (https://hl7.org/fhir/R4/compartmentdefinition-patient.html)."""
     params = list(request.query_params.multi_items())
-    return _search(request, repo, rtype, params, compartment=("Patient", id))
+    return await _run_search(request, rtype, params, compartment=("Patient", id))
 
 
 @router.get("/{rtype}/{id}")
-async def read(rtype: str, id: str, repo: RepositoryDep) -> Response:
+@direct
+async def read(rtype: str, id: str, request: Request) -> Response:
     """read (https://hl7.org/fhir/R4/http.html#read)."""
+    return await read_response(repository(request), rtype, id)
+
+
+async def read_response(repo: Repository, rtype: str, id: str) -> Response:
+    """A read's response (also for AuditEvents kept in the record, ``api.audit``)."""
     return _resource_response(await _read_on_loop(repo, repo.read, rtype, id))
 
 

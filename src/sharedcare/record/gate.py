@@ -62,6 +62,10 @@ class Gate:
         #: it answers.
         self.defer_audit = False
         self.pending_audits: list[Future[None]] = []
+        #: An engine for one-statement reads to use instead of the store's: the API
+        #: server's asyncio engine, for a search run in a greenlet on its event loop
+        #: (``api.fhir``). It must be in autocommit.
+        self.reader: Engine | None = None
 
     # -- the gate -----------------------------------------------------------------------
 
@@ -111,6 +115,8 @@ class Gate:
         On PostgreSQL it runs in autocommit: one statement sees one snapshot either way, and
         this saves the ``BEGIN`` and ``ROLLBACK`` round trips around it.
         """
+        if self.reader is not None:
+            return self.reader.connect()
         return _single_reader(self.engine).connect()
 
     @contextmanager

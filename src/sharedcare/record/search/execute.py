@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Select, Text, cast
+from sqlalchemy.util import await_only
 
 from sharedcare.db.engine import driver_connection, driver_errors
 from sharedcare.record.search import CompiledSearch
@@ -114,12 +116,25 @@ def fetch_rows(
         text = _driver_text(connection, query)
         if text is not None:
             sql, constants = text
+            values = {**constants, **params} if constants else params
             raw = driver_connection(connection)
+            if isinstance(raw, psycopg.AsyncConnection):
+                # A search in the API server's event loop (``api.fhir``): the statement
+                # is awaited there, from the greenlet the search runs in.
+                with driver_errors():
+                    rows: list[Any] = await_only(_fetch_async(raw, sql, values))
+                return rows
             with driver_errors(), raw.cursor() as cursor:
-                cursor.execute(sql, {**constants, **params} if constants else params)
-                rows: list[Any] = cursor.fetchall()
+                cursor.execute(sql, values)
+                rows = cursor.fetchall()
                 return rows
     return list(connection.execute(query, params).all())
+
+
+async def _fetch_async(raw: psycopg.AsyncConnection[Any], sql: str, values: Any) -> list[Any]:
+    async with raw.cursor() as cursor:
+        await cursor.execute(sql, values)
+        return await cursor.fetchall()
 
 
 def _driver_text(connection: Connection, query: Select[Any]) -> tuple[str, dict[str, Any]] | None:
@@ -183,17 +198,24 @@ def stored_of(row: Sequence[Any]) -> StoredResource:
 
 _BYTEWISE = frozenset({"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"})
 _collations: dict[Any, bool] = {}
+_engine_collations: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def bytewise_collation(connection: Connection) -> bool:
     """Whether the database compares text in byte order (SQLite always; PostgreSQL when
-    its collation is C). Asked once per database."""
+    its collation is C). Asked once per database, remembered per engine (a URL's hash
+    renders its text: 8 µs a search)."""
     if connection.dialect.name != "postgresql":
         return True
-    key = connection.engine.url  # hashable; its text is rendered anew on every str()
+    engine = connection.engine
+    found = _engine_collations.get(engine)
+    if found is not None:
+        return found
+    key = engine.url
     if key not in _collations:
         collation = connection.exec_driver_sql(
             "SELECT datcollate FROM pg_database WHERE datname = current_database()"
         ).scalar()
         _collations[key] = str(collation).lower() in _BYTEWISE
+    _engine_collations[engine] = _collations[key]
     return _collations[key]
