@@ -10,8 +10,9 @@ Figures printed:
   the same JSON, one transaction per bundle, measured in the same run. Target ≥ 50%.
 * **CRUD mix**: read, create, update and delete over 9 resource types with 8 concurrent HTTP
   clients against 2 server workers, on both databases, in requests/s and server CPU per
-  request (PostgreSQL's included), then reads by id alone (the floor under it). Target ≥
-  1,500 req/s. See ``docs/decisions/0016-crud-write-path.md``.
+  request (on PostgreSQL split into the API server's and PostgreSQL's), then reads by id
+  alone (the floor under it). Target ≥ 1,500 req/s. Its Patients are distinct synthetic
+  people. See ``docs/decisions/0016-crud-write-path.md`` and ``0027-crud-on-postgresql.md``.
 * **Disk per resource** after the import, with a breakdown per table, TOAST and index
   (PostgreSQL: ``pg_relation_size`` after ``VACUUM``; SQLite: the ``dbstat`` table after
   ``VACUUM``). Target ≤ 2 KB (anchors: Microsoft 2.1 KB, Aidbox 3.4 KB, HAPI 11.3 KB). The
@@ -21,6 +22,10 @@ Figures printed:
 
 Client and server share this machine's two cores, so HTTP figures include the client's cost.
 Set ``BENCH_BUNDLES`` to change the import size (default 120 bundles ≈ 12,000 resources).
+``BENCH_RECORD_ONLY=crud`` runs only the CRUD part (no import, disk or in-process figures);
+``BENCH_RECORD_DB=postgresql`` or ``sqlite`` runs one database only; ``BENCH_CRUD_KINDS=1``
+adds each kind of the mix on its own (read, create, update, delete) with its CPU per request;
+``BENCH_CRUD_WARMUP=N`` sends N requests of the mix before measuring it (default none).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import random
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +44,10 @@ from sqlalchemy import text
 
 from benchmarks.common import cpu_seconds, load, percentile, served, server_roots
 from benchmarks.fhir_bundles import patient_bundle
+from benchmarks.identity_synth import Generator
 from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
+from sharedcare.identity.nhs_number import NHS_NUMBER_SYSTEM
 from sharedcare.record.bundles import process_bundle
 from sharedcare.record.context import RequestContext
 from sharedcare.record.repository import Repository
@@ -47,6 +55,10 @@ from sharedcare.record.sqlstore import SqlStore
 from tests.support.postgres import start_cluster
 
 BUNDLES = int(os.environ.get("BENCH_BUNDLES", "120"))
+ONLY_CRUD = os.environ.get("BENCH_RECORD_ONLY", "") == "crud"
+DATABASES = os.environ.get("BENCH_RECORD_DB", "postgresql,sqlite").split(",")
+KINDS = os.environ.get("BENCH_CRUD_KINDS", "") == "1"
+WARMUP = int(os.environ.get("BENCH_CRUD_WARMUP", "0"))
 CRUD_CLIENTS = 8
 TABLES = (
     "resource",
@@ -198,7 +210,11 @@ def _disk_sqlite(path: Path) -> tuple[int, int]:
 
 
 def _crud_mix(
-    base: str, total: int = 3000, concurrency: int = 8, roots: list[int] | None = None
+    base: str,
+    total: int = 3000,
+    concurrency: int = 8,
+    roots: list[int] | None = None,
+    postgres: bool = False,
 ) -> None:
     """The CRUD mix, then reads by id alone; with ``roots``, the CPU per request the server
     (and PostgreSQL) used, which other work on the machine distorts far less than req/s."""
@@ -229,8 +245,17 @@ def _crud_mix(
         },
     ]
     headers = {"Content-Type": "application/fhir+json"}
+    # Patients are distinct people (as new registrations are): identity matches each
+    # Patient written, and copies of one demographic would all be possible matches of
+    # each other, every create scoring a block that grows through the run and queueing a
+    # review.
+    people = _people(total * 2 + 500)
     # Seed 50 of each type with known ids so reads, updates and deletes have targets.
-    seeds = [dict(t, id=f"crud-{i}-{n}") for i, t in enumerate(types) for n in range(50)]
+    seeds = [
+        dict(next(people) if t["resourceType"] == "Patient" else t, id=f"crud-{i}-{n}")
+        for i, t in enumerate(types)
+        for n in range(50)
+    ]
     load(
         base,
         lambda i: (
@@ -243,37 +268,34 @@ def _crud_mix(
     )
     rng = random.Random(7)
     plan: list[tuple[str, str, dict[str, object]]] = []
+    kinds: dict[str, list[tuple[dict[str, Any], float]]] = {}
     for i in range(total):
         seed = rng.choice(seeds)
         kind = rng.random()
-        path = f"/fhir/{seed['resourceType']}"
-        if kind < 0.5:
-            plan.append(("GET", f"{path}/{seed['id']}", {}))
-        elif kind < 0.7:
-            body = {k: v for k, v in seed.items() if k != "id"}
-            plan.append(("POST", path, {"content": orjson.dumps(body), "headers": headers}))
-        elif kind < 0.9:
-            body = dict(
-                seed,
-                language=rng.choice(["en-GB", "cy", "en"]),
-                meta={"tag": [{"system": "urn:bench", "code": str(i)}]},
-            )
-            plan.append(
-                ("PUT", f"{path}/{seed['id']}", {"content": orjson.dumps(body), "headers": headers})
-            )
-        else:
-            plan.append(("DELETE", f"{path}/crud-del-{i}", {}))
-    cpu_before = cpu_seconds(roots) if roots else 0.0
+        request = _crud_request(seed, kind, i, rng, headers, people)
+        plan.append(request)
+        name = {"GET": "read", "POST": "create", "PUT": "update", "DELETE": "delete"}[request[0]]
+        kinds.setdefault(name, []).append((seed, kind))
+        if seed["resourceType"] == "Patient" and request[0] in ("POST", "PUT"):
+            kinds.setdefault(f"{name} Patient", []).append((seed, kind))
+    if WARMUP:  # the same mix, other requests: fills the connection pools and plan caches
+        warm = random.Random(8)
+        extra = [
+            _crud_request(warm.choice(seeds), warm.random(), -1 - i, warm, headers, people)
+            for i in range(WARMUP)
+        ]
+        load(base, lambda i: extra[i], total=WARMUP, concurrency=concurrency)
+    before = _cpu(roots)
     rate, latencies, errors = load(base, lambda i: plan[i], total=total, concurrency=concurrency)
     print(
         f"  CRUD mix {rate:8.0f} req/s   p50 {percentile(latencies, 50):.1f} ms   "
         f"p99 {percentile(latencies, 99):.1f} ms   non-2xx {errors}  (target ≥ 1,500 req/s)"
     )
     if roots:
-        cpu = (cpu_seconds(roots) - cpu_before) * 1000 / total
-        print(f"           server CPU {cpu:.2f} ms/request ({_load_average()})")
+        print(f"           {_cpu_text(roots, before, total, postgres)} ({_load_average()})")
     # The floor under the mix: reads by id pay the same HTTP, gate and audit costs.
     reads = [f"/fhir/{s['resourceType']}/{s['id']}" for s in (rng.choice(seeds) for _ in plan)]
+    before = _cpu(roots)
     rate, latencies, errors = load(
         base, lambda i: ("GET", reads[i], {}), total=total, concurrency=concurrency
     )
@@ -281,22 +303,108 @@ def _crud_mix(
         f"  reads by id {rate:8.0f} req/s   p50 {percentile(latencies, 50):.1f} ms   "
         f"p99 {percentile(latencies, 99):.1f} ms   non-2xx {errors}"
     )
+    if roots:
+        print(f"           {_cpu_text(roots, before, total, postgres)}")
+    if not (KINDS and roots):
+        return
+    # Each kind again on its own (new tags for updates, so each is a real write).
+    for number, (name, chosen) in enumerate(sorted(kinds.items())):
+        offset = total * (number + 1)
+        requests = [
+            _crud_request(seed, kind, offset + j, rng, headers, people)
+            for j, (seed, kind) in enumerate(chosen)
+        ]
+        before = _cpu(roots)
+        rate, _, errors = load(
+            base, lambda i, r=requests: r[i], total=len(requests), concurrency=concurrency
+        )
+        print(
+            f"    {name:15s} {len(requests):5d} requests {rate:7.0f} req/s  non-2xx {errors}  "
+            f"{_cpu_text(roots, before, len(requests), postgres)}"
+        )
+
+
+def _people(count: int) -> Iterator[dict[str, Any]]:
+    """Patients of distinct synthetic people (names, birth date, address, NHS number)."""
+    for person in Generator(seed=11).people(count):
+        patient: dict[str, Any] = {
+            "resourceType": "Patient",
+            "name": [{"use": "official", "family": person.family, "given": [person.given]}],
+            "gender": person.sex,
+            "birthDate": person.dob.isoformat(),
+            "address": [{"use": "home", "line": [person.address], "postalCode": person.postcode}],
+        }
+        if person.nhs:
+            patient["identifier"] = [{"system": NHS_NUMBER_SYSTEM, "value": person.nhs}]
+        yield patient
+
+
+def _crud_request(
+    seed: dict[str, Any],
+    kind: float,
+    i: int,
+    rng: random.Random,
+    headers: dict[str, str],
+    people: Iterator[dict[str, Any]],
+) -> tuple[str, str, dict[str, object]]:
+    """One request of the mix: 50% read by id, 20% create, 20% update, 10% delete."""
+    path = f"/fhir/{seed['resourceType']}"
+    if kind < 0.5:
+        return ("GET", f"{path}/{seed['id']}", {})
+    if kind < 0.7:
+        template = next(people) if seed["resourceType"] == "Patient" else seed
+        body = {k: v for k, v in template.items() if k != "id"}
+        return ("POST", path, {"content": orjson.dumps(body), "headers": headers})
+    if kind < 0.9:
+        body = dict(
+            seed,
+            language=rng.choice(["en-GB", "cy", "en"]),
+            meta={"tag": [{"system": "urn:bench", "code": str(i)}]},
+        )
+        return ("PUT", f"{path}/{seed['id']}", {"content": orjson.dumps(body), "headers": headers})
+    return ("DELETE", f"{path}/crud-del-{i}", {})
+
+
+def _cpu(roots: list[int] | None) -> list[float]:
+    """CPU seconds so far of each process tree under ``roots``."""
+    return [cpu_seconds([root]) for root in roots or []]
+
+
+def _cpu_text(roots: list[int], before: list[float], requests: int, postgres: bool) -> str:
+    """Server CPU per request since ``before``, split into the API server's processes and
+    PostgreSQL's (``roots`` from :func:`server_roots`: the postmaster first)."""
+    ms = [(n - b) * 1000 / requests for n, b in zip(_cpu(roots), before, strict=True)]
+    if not postgres:
+        return f"server CPU {sum(ms):.2f} ms/request"
+    return f"server CPU {sum(ms):.2f} ms/request (API {sum(ms[1:]):.2f} + PG {ms[0]:.2f})"
 
 
 def main() -> None:
     bundles = _bundles(1)
-    resources = sum(len(b["entry"]) for b in bundles)
-    print(f"{len(bundles)} transaction bundles, {resources:,} resources")
+    if not ONLY_CRUD:
+        resources = sum(len(b["entry"]) for b in bundles)
+        print(f"{len(bundles)} transaction bundles, {resources:,} resources")
+    if "postgresql" in DATABASES:
+        _postgres(bundles)
+    if "sqlite" in DATABASES:
+        _sqlite(bundles)
+
+
+def _postgres(bundles: list[dict[str, Any]]) -> None:
     cluster = start_cluster(durable=True)
     try:
         url = cluster.url
         print("PostgreSQL 15 (2 server workers, 4 clients over HTTP):")
         with served(url, workers=2) as base:
-            rate = _http_import(base, bundles, concurrency=4)
-            print(f"  import {rate:8.0f} res/s   (target ≥ 3,000; Aidbox 2,678 on 8 vCPU)")
-            _disk_postgres(url)
+            if not ONLY_CRUD:
+                rate = _http_import(base, bundles, concurrency=4)
+                print(f"  import {rate:8.0f} res/s   (target ≥ 3,000; Aidbox 2,678 on 8 vCPU)")
+                _disk_postgres(url)
             print(f"  CRUD, 2 server workers, {CRUD_CLIENTS} clients ({_load_average()}):")
-            _crud_mix(base, concurrency=CRUD_CLIENTS, roots=server_roots(base, cluster.root))
+            roots = server_roots(base, cluster.root)
+            _crud_mix(base, concurrency=CRUD_CLIENTS, roots=roots, postgres=True)
+        if ONLY_CRUD:
+            return
         pg2 = cluster.url_for("inprocess")
         admin = create_engine(url)
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -306,16 +414,22 @@ def main() -> None:
         print(f"  import in-process, one core: {rate:8.0f} res/s")
     finally:
         cluster.stop()
+
+
+def _sqlite(bundles: list[dict[str, Any]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
-        print("SQLite (1 server worker, 2 clients over HTTP):")
-        with served(f"sqlite:///{db}") as base:
-            rate = _http_import(base, bundles, concurrency=2)
-            print(f"  import {rate:8.0f} res/s")
-            _disk_sqlite(db)
+        if not ONLY_CRUD:
+            print("SQLite (1 server worker, 2 clients over HTTP):")
+            with served(f"sqlite:///{db}") as base:
+                rate = _http_import(base, bundles, concurrency=2)
+                print(f"  import {rate:8.0f} res/s")
+                _disk_sqlite(db)
         with served(f"sqlite:///{db}", workers=2) as base:
-            print(f"  CRUD, 2 server workers, {CRUD_CLIENTS} clients ({_load_average()}):")
+            print(f"  SQLite CRUD, 2 server workers, {CRUD_CLIENTS} clients ({_load_average()}):")
             _crud_mix(base, concurrency=CRUD_CLIENTS, roots=server_roots(base))
+        if ONLY_CRUD:
+            return
         ours = _in_process_import(f"sqlite:///{Path(tmp) / 'inprocess.db'}", bundles)
         raw = _raw_sqlite(Path(tmp) / "raw.db", bundles)
         print(

@@ -163,3 +163,92 @@ def test_deletes_of_absent_resources_are_gated_and_audited(
         assert _scalar(engine, "SELECT max(version_id) FROM resource_history") == 1
     finally:
         engine.dispose()
+
+
+def test_a_write_in_its_own_transaction_has_committed_when_its_block_ends(engine: Engine) -> None:
+    # On PostgreSQL the COMMIT travels in the write's pipeline: another connection sees the
+    # row as soon as the block ends, before the caller's transaction context closes.
+    store = SqlStore(engine)
+    repo = Repository(store, RequestContext.system())
+    write = repo.prepare(dict(OBSERVATION), id="own", version_id=1, now=1_000, existed=False)
+    rows = audit_rows(RequestContext.system(), [AuditEntry("create", "0", "Observation", "own")])
+    with write_connection(engine) as connection:
+        with store.pipelined(connection, [write], commit=True):
+            store.apply(connection, [write])
+            insert_audit_rows(connection, rows)
+        if engine.dialect.name == "postgresql":
+            assert _scalar(engine, "SELECT count(*) FROM resource WHERE id = 'own'") == 1
+            assert _scalar(engine, "SELECT count(*) FROM audit_event") == 1
+    assert _scalar(engine, "SELECT count(*) FROM resource WHERE id = 'own'") == 1
+    assert _index_rows(engine, "own") >= 4
+    assert _scalar(engine, "SELECT count(*) FROM audit_event") == 1
+
+
+def test_a_failing_write_in_its_own_transaction_commits_nothing(engine: Engine) -> None:
+    store = SqlStore(engine)
+    repo = Repository(store, RequestContext.system())
+    first = repo.prepare(dict(OBSERVATION), id="dup", version_id=1, now=1_000, existed=False)
+    again = repo.prepare(dict(OBSERVATION), id="dup", version_id=1, now=2_000, existed=False)
+    for write, fails in ((first, False), (again, True)):
+        rows = audit_rows(RequestContext.system(), [AuditEntry("create", "0", "Observation")])
+        try:
+            with (
+                write_connection(engine) as connection,
+                store.pipelined(connection, [write], commit=True),
+            ):
+                store.apply(connection, [write])
+                insert_audit_rows(connection, rows)
+        except ConcurrentUpdate:  # the racing create, whether seen at once or at the COMMIT
+            assert fails
+        else:
+            assert not fails
+    assert _scalar(engine, "SELECT last_updated FROM resource WHERE id = 'dup'") == 1_000
+    assert _scalar(engine, "SELECT count(*) FROM audit_event") == 1
+    pk = _scalar(engine, "SELECT pk FROM resource WHERE id = 'dup'")
+    # The refused create's index rows (keyed by the sequence value it drew) are not there.
+    orphans = sum(
+        _scalar(engine, f"SELECT count(*) FROM {t.name} WHERE res <> :pk", pk=pk)
+        for t in INDEX_TABLES.values()
+    )
+    assert orphans == 0
+
+
+def test_writes_leave_pooled_connections_with_custom_plans(database: str) -> None:
+    # A write's statements run with generic plans (SET LOCAL): searches on the same pooled
+    # connections afterwards must still get custom plans (sharedcare.db.engine).
+    if not database.startswith("postgresql"):
+        pytest.skip("plan_cache_mode is PostgreSQL's")
+    engine = create_engine(database, pool_size=1)
+    try:
+        store = SqlStore(engine)
+        repo = Repository(store, RequestContext.system())
+        rid = repo.create(dict(OBSERVATION)).stored.id
+        repo.update("Observation", rid, {**OBSERVATION, "id": rid, "status": "amended"})
+        with engine.connect() as connection:
+            mode = connection.execute(text("SHOW plan_cache_mode")).scalar()
+        assert mode == "force_custom_plan"
+    finally:
+        engine.dispose()
+
+
+def test_an_update_as_create_and_a_no_change_update_on_the_locked_path(engine: Engine) -> None:
+    store = SqlStore(engine)
+    repo = Repository(store, RequestContext.system())
+    made = repo.update("Observation", "put-1", {**OBSERVATION, "id": "put-1"})
+    assert made.created and made.stored.version_id == 1
+    same = repo.update("Observation", "put-1", {**OBSERVATION, "id": "put-1"})
+    assert not same.created and same.stored.version_id == 1
+    changed = repo.update(
+        "Observation", "put-1", {**OBSERVATION, "id": "put-1", "status": "amended"}
+    )
+    assert not changed.created and changed.stored.version_id == 2
+    repo.delete("Observation", "put-1")
+    revived = repo.update("Observation", "put-1", {**OBSERVATION, "id": "put-1"})
+    assert revived.created and revived.stored.version_id == 4
+    assert _index_rows(engine, "put-1") >= 4
+    audits = "SELECT count(*) FROM audit_event WHERE interaction = :i AND outcome = '0'"
+    assert _scalar(engine, audits, i="create") == 2  # the first PUT and the revival
+    assert _scalar(engine, audits, i="update") == 2  # the unchanged one and the change
+    with pytest.raises(VersionConflict):
+        repo.update("Observation", "put-1", {**OBSERVATION, "id": "put-1"}, if_match='W/"3"')
+    assert repo.read("Observation", "put-1").version_id == 4

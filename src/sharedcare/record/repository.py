@@ -122,7 +122,7 @@ class Repository(ReadInteractions):
         try:
             with (
                 write_connection(self.engine) as connection,
-                self.store.pipelined(connection, writes),
+                self.store.pipelined(connection, writes, commit=True),
             ):
                 self.store.apply(connection, writes)
                 insert_audit_rows(connection, audits)
@@ -204,8 +204,63 @@ class Repository(ReadInteractions):
         if_match: str | None,
         entry: AuditEntry,
     ) -> Outcome:
+        if self.store.dialect == "postgresql":
+            return self._update_locked(resource_type, id, resource, if_match, entry)
         with self._single_read() as connection:
             current = self.store.read(connection, resource_type, id)
+        planned = self._plan_update(current, resource_type, id, resource, if_match, entry)
+        if isinstance(planned, Outcome):
+            self._audit_alone(entry)
+            return planned
+        self._commit([planned], [entry])
+        return Outcome(stored_of(planned), created=entry.interaction == "create")
+
+    def _update_locked(
+        self,
+        resource_type: str,
+        id: str,
+        resource: dict[str, Any],
+        if_match: str | None,
+        entry: AuditEntry,
+    ) -> Outcome:
+        """PostgreSQL: read the current version with its row locked, and write the new one,
+        in one transaction of two round trips (the locked read; the write, its AuditEvent
+        and the commit). Only this row is locked while the new version is prepared; other
+        writers are not held up (SQLite, whose lock is the whole database's, reads first and
+        checks the version under the lock instead)."""
+        planned: PendingWrite | Outcome
+        try:
+            with (
+                write_connection(self.engine) as connection,
+                self.store.own_write(connection),
+            ):
+                current, locked = self.store.read_locked(connection, resource_type, id)
+                planned = self._plan_update(current, resource_type, id, resource, if_match, entry)
+                if isinstance(planned, PendingWrite):
+                    found = {(resource_type, id): locked} if locked else {}
+                    self.store.apply(connection, [planned], locked=found)
+                    insert_audit_rows(connection, audit_rows(self.context, [entry]))
+        except IntegrityError:
+            raise Conflict(
+                "another request changed the same resource at the same time; retry the request"
+            ) from None
+        if isinstance(planned, Outcome):  # no change: nothing was written
+            self._audit_alone(entry)
+            return planned
+        self.committed([planned])
+        return Outcome(stored_of(planned), created=entry.interaction == "create")
+
+    def _plan_update(
+        self,
+        current: StoredResource | None,
+        resource_type: str,
+        id: str,
+        resource: dict[str, Any],
+        if_match: str | None,
+        entry: AuditEntry,
+    ) -> PendingWrite | Outcome:
+        """The write an update makes of ``current``, or the outcome if there is nothing to
+        write (the content is unchanged: the current version stays)."""
         if if_match is not None:
             wanted = etag_version(if_match)
             if current is None or current.deleted or current.version_id != wanted:
@@ -218,7 +273,6 @@ class Repository(ReadInteractions):
             # No change: keep the current version rather than add an identical one.
             self.ask_gate("update", resource_type, id)
             entry.version_id = current.version_id
-            self._audit_alone(entry)
             return Outcome(current, created=False)
         version = (current.version_id + 1) if current else 1
         write = self.prepare(
@@ -227,8 +281,7 @@ class Repository(ReadInteractions):
         entry.version_id = version
         entry.patient = patient_of_json(resource)
         entry.interaction = "create" if current is None or current.deleted else "update"
-        self._commit([write], [entry])
-        return Outcome(stored_of(write), created=current is None or current.deleted)
+        return write
 
     def conditional_update(
         self, resource_type: str, criteria: str, resource: dict[str, Any]

@@ -20,8 +20,9 @@ unnest(…)`` for every table cost 40–60% more client CPU (psycopg builds arra
 Python, ``COPY`` rows in C) for the same server CPU (measured at 10,000 rows per batch).
 A write of one resource on PostgreSQL (a REST interaction) takes plain parameters instead
 and runs in psycopg's pipeline mode (:meth:`SqlStore.pipelined`), so it waits for the
-database only for the version check, a new key and the end of the block
-(``docs/decisions/0021-single-write-pipeline.md``).
+database only for the version check (an update's locked read) and once at the end of the
+block, which also carries its ``COMMIT``; its statements use generic plans
+(``docs/decisions/0021-single-write-pipeline.md``, ``0027-crud-on-postgresql.md``).
 
 Index rows are kept small (``docs/decisions/0011-record-footprint.md``): token and quantity
 systems and composite combinations are stored as 64-bit keys, and a parameter that is
@@ -74,6 +75,7 @@ __all__ = ["INDEX_TABLES", "PendingWrite", "SqlStore", "StoredResource", "json_a
 
 RESOURCE: Any = Resource.__table__
 HISTORY: Any = ResourceHistory.__table__
+RESOURCE_KEY = "uq_resource_resource_type_id"  # the unique key on (type, id)
 _CHUNK = 500  # rows per IN-list, within every database's parameter limits
 # Served by the resource table's own columns, so they need no index rows.
 _COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
@@ -215,6 +217,23 @@ class SqlStore:
             content = content.encode()
         return StoredResource(t, i, version, updated, bool(deleted), content)
 
+    def read_locked(
+        self, connection: Connection, resource_type: str, id: str
+    ) -> tuple[StoredResource | None, tuple[int, int, bool] | None]:
+        """PostgreSQL: the current version of a resource, as :meth:`read`, with its row
+        locked (``FOR UPDATE``) until ``connection``'s transaction ends, and what
+        :meth:`apply` needs to know of it, as ``locked`` (``(pk, version_id, deleted)``, or
+        ``None`` if there is no row). One round trip instead of a read and then a lock."""
+        raw = driver_connection(connection)
+        with driver_errors(), raw.cursor() as cursor:
+            row = cursor.execute(sqlstore_pg.READ_ONE_LOCKED, (resource_type, id)).fetchone()
+        if row is None:
+            return None, None
+        t, i, version, updated, deleted, content, pk = row
+        data = None if content is None else content.encode()
+        stored = StoredResource(t, i, version, updated, deleted, data)
+        return stored, (pk, version, deleted)
+
     def read_many(
         self, connection: Connection, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], StoredResource]:
@@ -354,24 +373,55 @@ class SqlStore:
         return found
 
     @contextmanager
-    def pipelined(self, connection: Connection, writes: Sequence[PendingWrite]) -> Iterator[None]:
+    def pipelined(
+        self, connection: Connection, writes: Sequence[PendingWrite], *, commit: bool = False
+    ) -> Iterator[None]:
         """Around :meth:`apply` and the writes' AuditEvents: for one resource on PostgreSQL,
         send the statements in pipeline mode, so that a REST write waits for the database
-        only where it needs an answer (the version check, a new row's key) and once at the
+        only where it needs an answer (the version check) and once at the
         end, instead of once per statement (``docs/decisions/0021-single-write-pipeline.md``).
-        Errors are raised as SQLAlchemy's classes, at the latest when the block ends."""
+        Errors are raised as SQLAlchemy's classes, at the latest when the block ends.
+
+        With ``commit`` the transaction is the write's own, begun for this block: on
+        PostgreSQL its ``COMMIT`` goes in the same pipeline (the block's last round trip
+        carries it; the commit has happened when the block ends), and its statements run
+        with generic plans (:func:`sqlstore_pg.own_transaction`). Elsewhere the caller's
+        transaction commits as usual.
+        """
         if self.dialect != "postgresql" or len(writes) != 1:
             yield
             return
-        with sqlstore_pg.pipeline(connection):
+        with (
+            _racing_create_refused(),
+            sqlstore_pg.own_transaction(connection) if commit else sqlstore_pg.pipeline(connection),
+        ):
             yield
 
-    def apply(self, connection: Connection, writes: Sequence[PendingWrite]) -> None:
+    @contextmanager
+    def own_write(self, connection: Connection) -> Iterator[None]:
+        """Around the whole of a transaction begun for one resource's write (read, write,
+        AuditEvent): on PostgreSQL, :meth:`pipelined` with ``commit``; the transaction has
+        committed when the block ends. Elsewhere nothing: the caller commits."""
+        if self.dialect != "postgresql":
+            yield
+            return
+        with _racing_create_refused(), sqlstore_pg.own_transaction(connection):
+            yield
+
+    def apply(
+        self,
+        connection: Connection,
+        writes: Sequence[PendingWrite],
+        *,
+        locked: dict[tuple[str, str], tuple[int, int, bool]] | None = None,
+    ) -> None:
         """Apply prepared writes in the caller's transaction (see the module docstring).
 
         Each write names the version it creates, decided when it was prepared, possibly
         before this transaction began. The versions found now are checked against that, under
         a lock, so two requests racing on one resource cannot both write the same version.
+        ``locked`` says the caller has already read and locked the rows in this transaction
+        (:meth:`read_locked`): what it found, by ``(type, id)``; nothing is looked up again.
 
         Raises:
             ConcurrentUpdate: Another transaction changed one of the resources since it was
@@ -383,9 +433,12 @@ class SqlStore:
         # A first version (a new server-assigned id, or a create at a client's id that was
         # absent when read) is an insert: if the row appeared since, the unique key on
         # (type, id) refuses it, so it needs no lookup. Later versions are checked here.
-        keys = [(w.resource_type, w.id) for w in writes if w.version_id > 1]
-        with driver_errors():
-            existing = self.existing(connection, keys, lock=True)
+        if locked is None:
+            keys = [(w.resource_type, w.id) for w in writes if w.version_id > 1]
+            with driver_errors():
+                existing = self.existing(connection, keys, lock=True)
+        else:
+            existing = locked
         for w in writes:
             found = existing.get((w.resource_type, w.id))
             if w.version_id > 1 and (found[1] if found else 0) != w.version_id - 1:
@@ -410,8 +463,9 @@ class SqlStore:
         if self.dialect == "postgresql" and len(writes) == 1:
             (write,) = writes
             key = (write.resource_type, write.id)
-            pks[key] = sqlstore_pg.write_one(connection, write, pks.get(key))
-            sqlstore_pg.insert_index_one(connection, self._index_rows(writes, pks))
+            pk = sqlstore_pg.write_one(connection, write, pks.get(key))
+            rows = self._index_rows(writes, {key: 0 if pk is None else pk})
+            sqlstore_pg.insert_index_one(connection, rows, new=pk is None)
             return
         if self.dialect == "postgresql":
             sqlstore_pg.write_resources(connection, updates, creates, pks)
@@ -456,6 +510,21 @@ class SqlStore:
         if code in _COLUMN_PARAMS or derived_from(resource_type, code):
             return None
         return self._param_ids.get((resource_type, code))
+
+
+@contextmanager
+def _racing_create_refused() -> Iterator[None]:
+    """Raise :class:`ConcurrentUpdate` for a create refused by the unique key on (type, id)
+    when it is reported at the end of a pipeline (a pipelined create does not wait for its
+    own answer): another request created the same resource first, as when :meth:`SqlStore.
+    apply` sees it at once."""
+    try:
+        yield
+    except IntegrityError as error:
+        constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+        if constraint == RESOURCE_KEY:
+            raise ConcurrentUpdate() from error
+        raise
 
 
 def _keys_in(keys: Sequence[tuple[str, str]]) -> ColumnElement[bool]:

@@ -27,11 +27,14 @@ __all__ = [
     "EXISTING_LOCKED",
     "EXISTING_ONE",
     "EXISTING_ONE_LOCKED",
+    "GENERIC_PLANS",
     "READ_MANY",
     "READ_ONE",
+    "READ_ONE_LOCKED",
     "insert_index",
     "json_array",
     "key_arrays",
+    "own_transaction",
     "pipeline",
     "write_one",
     "write_resources",
@@ -46,6 +49,12 @@ __all__ = [
 READ_ONE = (
     "SELECT resource_type, id, version_id, last_updated, deleted, content::text FROM resource "
     "WHERE resource_type = %s AND id = %s"
+)
+# The current version of one resource and its key, its row locked until the transaction
+# ends: a REST update reads what it replaces and locks it in one statement.
+READ_ONE_LOCKED = (
+    "SELECT resource_type, id, version_id, last_updated, deleted, content::text, pk "
+    "FROM resource WHERE resource_type = %s AND id = %s FOR UPDATE"
 )
 EXISTING_ONE = (
     "SELECT resource_type, id, pk, version_id, deleted FROM resource "
@@ -108,15 +117,37 @@ UPDATE_ONE = (
     + " UPDATE resource SET version_id = %(version)s, last_updated = %(updated)s, "
     "deleted = %(deleted)s, content = %(doc)s::jsonb WHERE pk = %(pk)s::bigint"
 )
-CREATE_ONE = (
-    "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content) "
-    "VALUES (%s, %s, %s, %s, %s, %s::jsonb) RETURNING pk"
-)
 INSERT_INDEX_ONE = {
     table: f"INSERT INTO {table.name} ({', '.join(c.name for c in table.columns)}) "
     f"VALUES ({', '.join('%s' for _ in table.columns)})"
     for table in INDEX_TABLES.values()
 }
+# A new resource in pipeline mode: its row is inserted without waiting for its key, and its
+# index rows take the key from the sequence the insert just drew from (``currval`` is this
+# session's own value), so a create is sent in one go with its AuditEvent and ``COMMIT``.
+CREATE_ONE = (
+    "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content) "
+    "VALUES (%s, %s, %s, %s, %s, %s::jsonb)"
+)
+NEW_KEY = "currval('resource_pk_seq')"
+#: Where each index table's ``res`` column is in its rows (dropped for :data:`NEW_KEY`).
+RES_COLUMN = {
+    table: [c.name for c in table.columns].index("res") for table in INDEX_TABLES.values()
+}
+INSERT_INDEX_NEW = {
+    table: f"INSERT INTO {table.name} ({', '.join(c.name for c in table.columns)}) "
+    f"VALUES ({', '.join(NEW_KEY if c.name == 'res' else '%s' for c in table.columns)})"
+    for table in INDEX_TABLES.values()
+}
+
+
+# The plans of a single write's statements. The pool's connections use custom plans
+# (``sharedcare.db.engine``: a search's best plan depends on its values), so PostgreSQL
+# planned every statement of every write afresh, ten relations for an update's statement:
+# a quarter of its CPU per REST write (perf of the backends under updates). A write's
+# statements look rows up by key, so one generic plan per prepared statement serves every
+# value; ``SET LOCAL`` keeps that to the write's own transaction.
+GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
 
 
 def key_arrays(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
@@ -179,15 +210,31 @@ def pipeline(connection: Connection) -> Iterator[None]:
         yield
 
 
-def write_one(connection: Connection, write: PendingWrite, pk: int | None) -> int:
+@contextmanager
+def own_transaction(connection: Connection) -> Iterator[None]:
+    """:func:`pipeline` for a block that is the whole of ``connection``'s transaction (begun
+    for it, nothing after it): its statements run with generic plans (:data:`GENERIC_PLANS`),
+    and its ``COMMIT`` goes in the pipeline, so the block's one wait at the end also carries
+    the commit (one round trip fewer than committing after it). The transaction has
+    committed when the block ends; the caller's own commit then finds nothing to do. If a
+    statement fails, the ``COMMIT`` is not run and the error is raised."""
+    with pipeline(connection):
+        raw = driver_connection(connection)
+        raw.execute(GENERIC_PLANS)
+        yield
+        raw.commit()
+
+
+def write_one(connection: Connection, write: PendingWrite, pk: int | None) -> int | None:
     """Write one resource version (an update of the row ``pk``, or a create if ``None``)
-    and its index rows, with plain parameters; returns the row's key. Meant for
-    :func:`pipeline`: only a create waits for its answer (the new key)."""
+    with plain parameters, without waiting for an answer (meant for :func:`pipeline`);
+    returns ``pk``. A create's index rows then go in with ``new`` (:func:`insert_index_one`).
+    """
     raw = driver_connection(connection)
     with raw.cursor() as cursor:
         content = None if write.content is None else write.content.decode()
         if pk is None:
-            pk = cursor.execute(
+            cursor.execute(
                 CREATE_ONE,
                 (
                     write.resource_type,
@@ -197,7 +244,7 @@ def write_one(connection: Connection, write: PendingWrite, pk: int | None) -> in
                     write.deleted,
                     content,
                 ),
-            ).fetchone()[0]
+            )
         else:
             cursor.execute(
                 UPDATE_ONE,
@@ -213,13 +260,22 @@ def write_one(connection: Connection, write: PendingWrite, pk: int | None) -> in
 
 
 def insert_index_one(
-    connection: Connection, rows: dict[Table, dict[tuple[Any, ...], None]]
+    connection: Connection, rows: dict[Table, dict[tuple[Any, ...], None]], *, new: bool = False
 ) -> None:
-    """Insert one resource's index rows with plain ``INSERT``s (see :func:`write_one`)."""
+    """Insert one resource's index rows with plain ``INSERT``s (see :func:`write_one`);
+    with ``new``, for the resource this transaction has just inserted: the rows' ``res``
+    is left out and taken from the sequence (:data:`NEW_KEY`)."""
     raw = driver_connection(connection)
     with raw.cursor() as cursor:
         for table, values in rows.items():
-            if values:
+            if not values:
+                continue
+            if new:
+                at = RES_COLUMN[table]
+                cursor.executemany(
+                    INSERT_INDEX_NEW[table], [row[:at] + row[at + 1 :] for row in values]
+                )
+            else:
                 cursor.executemany(INSERT_INDEX_ONE[table], list(values))
 
 
