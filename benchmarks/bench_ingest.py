@@ -30,6 +30,9 @@ Figures printed:
   repeat a patient's demographics, as a real PAS does, and only A08s change them). Every
   message still becomes FHIR resources, and every new or changed Patient is matched and
   its golden record written.
+* **Writer halves** (``BENCH_INGEST_WRITER_MESSAGES``, default 0: skipped): the ingest
+  writer's planning and its write transaction timed one after the other in this process;
+  the writer process overlaps them (decision 0025), so the longer half bounds its rate.
 * **Crash run**: ``BENCH_INGEST_CRASH_MESSAGES`` (default 10,000; 0 skips it) messages,
   every 50th resent on purpose; the listener is killed with SIGKILL a third of the way through and
   restarted; clients resend whatever was not acknowledged. Reported: whether every message
@@ -74,6 +77,7 @@ MESSAGES = int(os.environ.get("BENCH_INGEST_MESSAGES", "10000"))
 CONNECTIONS = int(os.environ.get("BENCH_INGEST_CONNECTIONS", "16"))
 CRASH_MESSAGES = int(os.environ.get("BENCH_INGEST_CRASH_MESSAGES", "10000"))
 CLIENT = os.environ.get("BENCH_INGEST_CLIENT", "lean")  # or "threads" (before session 5)
+WRITER_MESSAGES = int(os.environ.get("BENCH_INGEST_WRITER_MESSAGES", "0"))
 
 
 def _database(cluster_url: str, name: str) -> str:
@@ -326,6 +330,83 @@ def throughput(url: str, log: Path, cluster: Cluster) -> None:
         print(f"not AA              {len(traffic.non_aa)} (first: {traffic.non_aa[0]})")
 
 
+def writer_halves(url: str) -> None:
+    """The writer's two halves timed one after the other, in this process (decision 0025).
+
+    ``BENCH_INGEST_WRITER_MESSAGES`` messages are stored (stage ``mapped``), then written in
+    batches of 300: each planned (:class:`~sharedcare.ingest.preplan.Preplanner`: validation,
+    index extraction, ``meta``) and then written in its transaction. The writer process runs
+    the two in separate threads, so its rate is bounded by the longer half, not their sum.
+    """
+    from sharedcare.ingest.hl7v2.mapping import map_message
+    from sharedcare.ingest.hl7v2.parse import parse_message
+    from sharedcare.ingest.preplan import Preplanner
+    from sharedcare.ingest.service import tune_collector
+    from sharedcare.ingest.stages import Stage
+    from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
+    from sharedcare.ingest.writer import ToWrite, write_preplanned
+    from sharedcare.record.sqlstore import SqlStore
+
+    total, batch, warm = WRITER_MESSAGES, 300, 3
+    engine = create_engine(url, pool_size=2)
+    registry = FeedRegistry()
+    todo: list[ToWrite] = []
+    for start in range(0, total, 500):
+        texts = [message(i) for i in range(start, min(total, start + 500))]
+        parsed = [parse_message(t) for t in texts]
+        items = [
+            Incoming(
+                "hl7v2",
+                p.header.sending_application,
+                p.header.sending_facility,
+                p.header.control_id,
+                p.header.message_type,
+                t.encode(),
+                Stage.MAPPED,
+            )
+            for p, t in zip(parsed, texts, strict=True)
+        ]
+        stored = store_messages(engine, items, registry)
+        todo.extend(
+            ToWrite(s.message_id, s.feed, map_message(p))
+            for s, p in zip(stored, parsed, strict=True)
+        )
+    store = SqlStore(engine)
+    store.ensure_params()
+    tune_collector()
+    planner = Preplanner(engine, store)
+    wall = [0.0, 0.0]
+    cpu = [0.0, 0.0]
+    as_planned = 0
+    try:
+        for n, start in enumerate(range(0, total, batch)):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            ticket = planner.plan(todo[start : start + batch])
+            t1, c1 = time.perf_counter(), time.thread_time()
+            assert ticket.preplanned is not None
+            _, used = write_preplanned(engine, store, ticket.preplanned)
+            t2, c2 = time.perf_counter(), time.thread_time()
+            planner.finished(ticket, used)
+            as_planned += used
+            if n >= warm:
+                wall[0] += t1 - t0
+                wall[1] += t2 - t1
+                cpu[0] += c1 - c0
+                cpu[1] += c2 - c1
+    finally:
+        engine.dispose()
+    counted = total - warm * batch
+    plan_ms, write_ms = (w * 1000 / counted for w in wall)
+    print(f"messages            {total:,} in batches of {batch} ({as_planned} used as planned)")
+    print(f"plan (ahead)        {plan_ms:.3f} ms/msg wall, {cpu[0] * 1000 / counted:.3f} CPU")
+    print(f"write transaction   {write_ms:.3f} ms/msg wall, {cpu[1] * 1000 / counted:.3f} CPU")
+    print(
+        f"writer bound        {1000 / (plan_ms + write_ms):,.0f} msg/s one after the other, "
+        f"{1000 / max(plan_ms, write_ms):,.0f} msg/s overlapped "
+        f"(load average {os.getloadavg()[0]:.1f})"
+    )
+
+
 def crash_run(url: str, log: Path) -> None:
     listener = Listener(url, log=log)
     listener.start()
@@ -371,6 +452,9 @@ def main() -> None:
     try:
         print("-- throughput --")
         throughput(_database(cluster.url, "bench_ingest"), work / "throughput.log", cluster)
+        if WRITER_MESSAGES > 0:
+            print("-- writer halves --")
+            writer_halves(_database(cluster.url, "bench_ingest_writer"))
         if CRASH_MESSAGES > 0:  # BENCH_INGEST_CRASH_MESSAGES=0 skips the crash run
             print("-- crash run --")
             crash_run(_database(cluster.url, "bench_ingest_crash"), work / "crash.log")

@@ -19,6 +19,11 @@ resource (the same ward Location, or the same patient's successive ADT events), 
 still makes its own version: writes are applied in rounds, the n-th change of every
 resource in round n. A message whose resources fail validation fails alone; the rest of
 the batch goes on.
+
+The writer process plans a batch before its transaction (:func:`build_plan`, from
+:mod:`sharedcare.ingest.preplan`) while the batch before commits; :func:`write_preplanned`
+uses that plan only if its transaction finds every resource at the version planned on, and
+otherwise plans the batch again inside the transaction.
 """
 
 from __future__ import annotations
@@ -39,21 +44,26 @@ from sharedcare.identity.service import SourcePatient, Work, identity_service
 from sharedcare.ingest.hl7v2.mapping import MappedMessage, PatientMerge
 from sharedcare.ingest.stages import WAITING, Stage
 from sharedcare.ingest.store import FeedRef
+from sharedcare.record import sqlstore_pg
 from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import RecordError
 from sharedcare.record.instants import now_us
-from sharedcare.record.repository import Repository, same_content
+from sharedcare.record.repository import Repository
 from sharedcare.record.sqlstore import PendingWrite, SqlStore
 
 __all__ = [
     "Outcome",
+    "Preplanned",
     "ToWrite",
     "apply_pending_merges",
+    "build_plan",
     "feed_context",
     "finish_messages",
     "park_failed",
+    "read_current",
     "write_messages",
+    "write_preplanned",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +76,11 @@ _WAITING = frozenset(WAITING)
 _REPLAYABLE = frozenset({Stage.FAILED.value})
 # PostgreSQL statements whose text is the same for any batch (arrays, not IN lists).
 _PG_CLAIM = "SELECT id, stage FROM message WHERE id = ANY(%(ids)s::bigint[]) FOR UPDATE"
+_PG_VERSIONS = (
+    "SELECT r.resource_type, r.id, r.version_id FROM resource r "
+    "JOIN unnest(%(types)s::text[], %(ids)s::text[]) AS k(t, i) "
+    "ON r.resource_type = k.t AND r.id = k.i"
+)
 _PG_FINISH = (
     "UPDATE message SET stage = u.stage, resource_count = u.n, written_at = %(now)s, "
     "updated_at = %(now)s, error = NULL, error_stage = NULL "
@@ -120,12 +135,58 @@ class _Plan:
     patients: list[SourcePatient] = field(default_factory=list)
 
 
-def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now: int) -> _Plan:
+_Current = dict[tuple[str, str], tuple[int, dict[str, Any] | None]]
+
+
+def read_current(connection: Connection, store: SqlStore, items: Sequence[ToWrite]) -> _Current:
+    """The current version (and content, ``None`` if deleted) of every resource in ``items``."""
     keys = [(r["resourceType"], r["id"]) for item in items for r in item.mapped.resources]
-    current: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {
+    return {
         key: (stored.version_id, None if stored.deleted else stored.json())
         for key, stored in store.read_many(connection, keys).items()
     }
+
+
+def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now: int) -> _Plan:
+    return build_plan(store, items, read_current(connection, store, items), now)[0]
+
+
+_SERVER_META = frozenset({"versionId", "lastUpdated", "source"})
+
+
+def _same_content(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    """:func:`~sharedcare.record.repository.same_content` without copying either resource.
+
+    Most resources a feed sends again (the same ward, practitioner, organisation) are
+    unchanged: compared element by element, meta without what the server sets.
+    """
+    if len(stored) - ("meta" in stored) != len(new) - ("meta" in new):
+        return False
+    for key, value in new.items():
+        if key != "meta" and stored.get(key, _ABSENT) != value:
+            return False
+    meta_a, meta_b = stored.get("meta") or {}, new.get("meta") or {}
+    if not meta_a and not meta_b:
+        return True
+    return {k: v for k, v in meta_a.items() if k not in _SERVER_META} == {
+        k: v for k, v in meta_b.items() if k not in _SERVER_META
+    }
+
+
+_ABSENT = object()
+
+
+def build_plan(
+    store: SqlStore, items: Sequence[ToWrite], current: _Current, now: int
+) -> tuple[_Plan, _Current]:
+    """The writes, AuditEvents and outcomes of ``items`` over ``current`` (not modified).
+
+    Returns:
+        The plan, and the version and content of each resource it writes as they will be
+        once it commits (what a plan built before this one commits must assume).
+    """
+    current = dict(current)
+    written: _Current = {}
     per_key: dict[tuple[str, str], list[PendingWrite]] = defaultdict(list)
     plan = _Plan()
     repos: dict[int, Repository] = {}
@@ -134,12 +195,12 @@ def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now
         if repo is None:
             repo = repos[item.feed.id] = Repository(store, feed_context(item.feed))
         writes: list[PendingWrite] = []
-        seen: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {}
+        seen: _Current = {}
         try:
             for resource in item.mapped.resources:
                 key = (resource["resourceType"], resource["id"])
                 version, content = seen.get(key) or current.get(key) or (0, None)
-                if content is not None and same_content(content, resource):
+                if content is not None and _same_content(content, resource):
                     continue
                 write = repo.prepare(
                     resource, id=key[1], version_id=version + 1, now=now, existed=version > 0
@@ -153,6 +214,7 @@ def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now
             )
             continue
         current.update(seen)
+        written.update(seen)
         for write in writes:
             per_key[(write.resource_type, write.id)].append(write)
         plan.outcomes.append(
@@ -171,7 +233,32 @@ def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now
         for (rtype, _), w in per_key.items()
         if rtype == "Patient" and w[-1].content is not None
     ]
-    return plan
+    return plan, written
+
+
+@dataclass(slots=True)
+class Preplanned:
+    """A batch planned before its write transaction (:mod:`sharedcare.ingest.preplan`).
+
+    ``assumed`` is the version (0: absent) each resource the batch touches must have when
+    the transaction starts for ``plan`` to be the one :func:`_plan` would make there.
+    """
+
+    items: list[ToWrite]
+    plan: _Plan
+    assumed: dict[tuple[str, str], int]
+
+
+def _still_current(connection: Connection, store: SqlStore, assumed: dict[Any, int]) -> bool:
+    """Whether every resource is at the version ``assumed`` (read in the write transaction)."""
+    keys = list(assumed)
+    found: dict[tuple[str, str], int] = {}
+    if connection.dialect.name == "postgresql" and keys:
+        rows = connection.exec_driver_sql(_PG_VERSIONS, sqlstore_pg.key_arrays(keys))
+        found.update(((t, i), v) for t, i, v in rows)
+    else:
+        found.update((key, s.version_id) for key, s in store.read_many(connection, keys).items())
+    return all(found.get(key, 0) == version for key, version in assumed.items())
 
 
 def _merge_payload(merge: PatientMerge) -> bytes:
@@ -290,12 +377,27 @@ def _claim(
 
 
 def _write_once(
-    engine: Engine, store: SqlStore, items: Sequence[ToWrite], claimable: frozenset[str]
-) -> list[Outcome]:
+    engine: Engine,
+    store: SqlStore,
+    items: Sequence[ToWrite],
+    claimable: frozenset[str],
+    preplanned: Preplanned | None = None,
+) -> tuple[list[Outcome], bool]:
     with identity_service(engine).transaction(engine, store) as work:
         connection = work.connection
         items, skipped = _claim(connection, items, claimable)
-        plan = _plan(connection, store, items, work.now)
+        # A plan made before the transaction stands only if every message is still the
+        # caller's and every resource it touches is at the version it was planned on;
+        # otherwise the batch is planned again here, on what this transaction sees.
+        used = (
+            preplanned is not None
+            and not skipped
+            and _still_current(connection, store, preplanned.assumed)
+        )
+        if used and preplanned is not None:
+            plan = preplanned.plan
+        else:
+            plan = _plan(connection, store, items, work.now)
         plan.outcomes.extend(skipped)
         for round_writes in plan.rounds:
             store.apply(connection, round_writes)
@@ -322,7 +424,7 @@ def _write_once(
             [o for o in plan.outcomes if not o.skipped],
             {i.message_id: i.feed.id for i in items},
         )
-    return plan.outcomes
+    return plan.outcomes, used
 
 
 def apply_pending_merges(engine: Engine, store: SqlStore) -> int:
@@ -360,6 +462,29 @@ def apply_pending_merges(engine: Engine, store: SqlStore) -> int:
     return len(pending)
 
 
+def write_preplanned(
+    engine: Engine, store: SqlStore, preplanned: Preplanned
+) -> tuple[list[Outcome], bool]:
+    """Write a batch planned ahead (:class:`Preplanned`), as :func:`write_messages` would.
+
+    Returns:
+        One :class:`Outcome` per message, and whether the batch was committed exactly as
+        planned (not planned again in its transaction, retried, or split).
+    """
+    try:
+        return _write_once(engine, store, preplanned.items, _WAITING, preplanned)
+    except IntegrityError:  # another writer changed a resource first: as write_messages
+        return write_messages(engine, store, preplanned.items), False
+    except DBAPIError as error:
+        if len(preplanned.items) == 1:
+            item = preplanned.items[0]
+            return _fail_alone(engine, item, type(error).__name__, False), False
+    outcomes: list[Outcome] = []
+    for item in preplanned.items:
+        outcomes.extend(write_messages(engine, store, [item]))
+    return outcomes, False
+
+
 def write_messages(
     engine: Engine, store: SqlStore, items: Sequence[ToWrite], *, replaying: bool = False
 ) -> list[Outcome]:
@@ -382,7 +507,7 @@ def write_messages(
     claimable = _REPLAYABLE if replaying else _WAITING
     for _ in range(_RETRIES):
         try:
-            return _write_once(engine, store, items, claimable)
+            return _write_once(engine, store, items, claimable)[0]
         except IntegrityError:
             continue  # another writer changed a resource first; re-read and retry
         except DBAPIError as error:

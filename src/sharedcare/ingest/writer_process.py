@@ -10,7 +10,9 @@ they share one GIL. ``serve_mllp`` therefore runs the writer in a child process
   JSON), so the writer neither reads nor parses them again. The database keeps the only
   durable copy: what is in the pipe when a process dies is recovered from the stored rows;
 * the child writes them with :func:`~sharedcare.ingest.writer.write_messages`, each batch
-  in one transaction with its stage change, and reports back which ids it finished;
+  in one transaction with its stage change, and reports back which ids it finished. One
+  thread plans the next batch (validation, index extraction) while another writes the one
+  before, in order (:mod:`sharedcare.ingest.preplan`, decision 0025);
 * on start the child first finishes what an earlier run left stored but unwritten
   (:func:`~sharedcare.ingest.pipeline.recover`).
 
@@ -25,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import multiprocessing
+import operator
 import queue
 import signal
 import threading
@@ -42,9 +46,10 @@ from sqlalchemy import Engine
 from sharedcare.ingest.hl7v2.mapping import MappedMessage, PatientMerge
 from sharedcare.ingest.hl7v2.parse import MessageHeader
 from sharedcare.ingest.pipeline import ReplayReport, process_ids, recover
+from sharedcare.ingest.preplan import Preplanner, Ticket
 from sharedcare.ingest.stages import Stage
 from sharedcare.ingest.store import FeedRef
-from sharedcare.ingest.writer import ToWrite, park_failed, write_messages
+from sharedcare.ingest.writer import ToWrite, park_failed, write_messages, write_preplanned
 
 __all__ = ["WriterProcess", "decode", "encode", "writer_main"]
 
@@ -54,7 +59,10 @@ _EOF = "eof"
 _MAX_RESTARTS = 10
 _READY = "ready"
 _GC_THRESHOLDS = (50_000, 20, 100)
-_Handed = tuple[int, tuple[int, str, str | None], MessageHeader, bytes, list[PatientMerge]]
+_Handed = tuple[int, tuple[int, str, str | None], tuple[Any, ...], bytes, list[PatientMerge]]
+# The header crosses the pipe as a tuple of its fields: pickling the slotted dataclass
+# runs Python code per message in the listener (dataclasses' ``__getstate__``).
+_header_values = operator.attrgetter(*(f.name for f in dataclasses.fields(MessageHeader)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +148,38 @@ def _serve(
             logger.info("finished %d messages left by a previous run", report.tried)
         written, failed = _counts(report)
         connection.send(_Done([], written, failed, recovered=report.tried))
+    planner = Preplanner(engine, store)
+    tickets: queue.Queue[tuple[list[Any], Ticket] | None] = queue.Queue(maxsize=1)
+    writing = threading.Thread(
+        target=_write_in_order,
+        args=(engine, store, planner, tickets, connection),
+        name="ingest-writer-write",
+    )
+    writing.start()
+    gone = True
+    try:
+        gone = _plan_in_order(inbox, planner, tickets, batch_size)
+    finally:
+        if gone:  # the batch being written is finished; one planned after it is not
+            with contextlib.suppress(queue.Empty):
+                tickets.get_nowait()
+        tickets.put(None)
+        writing.join()
+
+
+def _plan_in_order(
+    inbox: queue.SimpleQueue[Any],
+    planner: Preplanner,
+    tickets: queue.Queue[tuple[list[Any], Ticket] | None],
+    batch_size: int,
+) -> bool:
+    """Gather batches from the pipe and plan each while the one before is written.
+
+    ``tickets`` holds one batch: planning runs at most one batch ahead of writing.
+
+    Returns:
+        True if the listener has gone (the pipe closed), False when told to stop.
+    """
     stopping = False
     while True:
         ids: list[Any] = []
@@ -147,7 +187,7 @@ def _serve(
         while True:
             if item == _EOF:
                 logger.warning("the MLLP listener has gone; the writer stops")
-                return  # unwritten messages stay stored; the next start recovers them
+                return True  # unwritten messages stay stored; the next start recovers them
             if item is None:
                 stopping = True
             else:
@@ -156,9 +196,69 @@ def _serve(
                 break
             item = inbox.get()
         if ids:
-            connection.send(_write(engine, store, ids))
+            tickets.put((ids, _ticket(planner, ids)))
         if stopping and inbox.empty():
+            return False
+
+
+def _ticket(planner: Preplanner, handed: list[Any]) -> Ticket:
+    if any(isinstance(h, int) for h in handed):  # ids to read back and map: planned later
+        return planner.unplanned()
+    try:
+        items = [decode(h) for h in handed]
+    except Exception:  # written (or parked) one at a time by _write
+        return planner.unplanned()
+    return planner.plan(items)
+
+
+def _write_in_order(
+    engine: Engine,
+    store: Any,
+    planner: Preplanner,
+    tickets: queue.Queue[tuple[list[Any], Ticket] | None],
+    connection: Connection,
+) -> None:
+    """Write the planned batches in the order they were handed over; report each.
+
+    Once the listener has gone, batches still handed over are left unwritten (stored, for
+    the next start's recovery), but taken, so the planning thread never waits on them.
+    """
+    gone = False
+    while True:
+        job = tickets.get()
+        if job is None:
             return
+        if gone:
+            continue
+        handed, ticket = job
+        preplanned = planner.usable(ticket)
+        done: _Done | None = None
+        if preplanned is not None:
+            try:
+                outcomes, as_planned = write_preplanned(engine, store, preplanned)
+            except Exception as error:
+                logger.error(
+                    "could not write a batch of %d messages as planned (%s)",
+                    len(handed),
+                    type(error).__name__,
+                )
+                as_planned = False
+            else:
+                done = _Done([h[0] for h in handed], *_tally(outcomes))
+        else:
+            as_planned = False
+        if done is None:
+            done = _write(engine, store, handed)
+        planner.finished(ticket, as_planned)
+        try:
+            connection.send(done)
+        except OSError:  # the listener has gone; what is unwritten stays stored
+            gone = True
+
+
+def _tally(outcomes: Sequence[Any]) -> tuple[int, int]:
+    failed = sum(1 for o in outcomes if o.stage == Stage.FAILED.value)
+    return len(outcomes) - failed, failed
 
 
 def encode(item: ToWrite) -> _Handed:
@@ -167,7 +267,7 @@ def encode(item: ToWrite) -> _Handed:
     return (
         item.message_id,
         (item.feed.id, item.feed.name, item.feed.organisation),
-        mapped.header,
+        _header_values(mapped.header),
         orjson.dumps(mapped.resources),
         mapped.merges,
     )
@@ -183,7 +283,7 @@ def _encode_or_id(item: ToWrite) -> _Handed | int:
 def decode(handed: _Handed) -> ToWrite:
     """The :class:`ToWrite` sent by :func:`encode`."""
     message_id, feed, header, resources, merges = handed
-    mapped = MappedMessage(header, orjson.loads(resources), merges)
+    mapped = MappedMessage(MessageHeader(*header), orjson.loads(resources), merges)
     return ToWrite(message_id, FeedRef(*feed), mapped)
 
 

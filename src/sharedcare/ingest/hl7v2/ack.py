@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,8 +119,18 @@ def _hd(parts: tuple[str, ...], fallback: str) -> str:
     return "^".join(escape(p) for p in parts).rstrip("^")
 
 
+_STAMP: list[tuple[int, str]] = [(-1, "")]
+
+
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
+    """MSH-7 of an ACK: the current second in UTC, formatted once per second (every ACK
+    sent within a second carries the same text, so it is not rebuilt for each)."""
+    second = int(time.time())
+    held = _STAMP[0]
+    if held[0] != second:
+        held = (second, datetime.fromtimestamp(second, UTC).strftime("%Y%m%d%H%M%S+0000"))
+        _STAMP[0] = held
+    return held[1]
 
 
 def _next_control_id() -> str:

@@ -61,7 +61,9 @@ def name_uuid(name: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+@lru_cache(maxsize=4096)
 def _part(text: str) -> str:
+    # Facilities and assigning authorities recur in every message: quoted once each.
     return quote(text, safe="") or "-"
 
 
