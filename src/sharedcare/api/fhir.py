@@ -29,6 +29,7 @@ from sharedcare.record.capability import capability_statement
 from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import InvalidRequest, RecordError, UnsupportedMediaType
 from sharedcare.record.instants import to_http_date, to_instant
+from sharedcare.record.reads import HistoryPage
 from sharedcare.record.repository import Repository, SearchPage
 from sharedcare.record.sqlstore import StoredResource
 
@@ -228,6 +229,36 @@ def _history_entry(base: str, stored: StoredResource) -> dict[str, Any]:
     return entry
 
 
+_PAGING_PARAMS = frozenset({"_count", "_cursor", "_offset"})
+
+
+def _history_links(
+    url: str,
+    query: list[tuple[str, str]],
+    count: int,
+    cursor: str | None,
+    offset: int,
+    page: HistoryPage,
+) -> list[tuple[str, str]]:
+    """A history page's links: ``self``, ``first``, and keyset ``previous`` / ``next``.
+
+    ``query`` is the request's parameters without ``_count``, ``_cursor`` and ``_offset``.
+    """
+
+    def link(extra: list[tuple[str, str]]) -> str:
+        return f"{url}?{urlencode([*query, ('_count', str(count)), *extra])}"
+
+    current = [("_cursor", cursor)] if cursor else [("_offset", str(offset))] if offset else []
+    links = [("self", link(current))]
+    if current:
+        links.append(("first", link([])))
+    if page.previous_cursor:
+        links.append(("previous", link([("_cursor", page.previous_cursor)])))
+    if page.next_cursor:
+        links.append(("next", link([("_cursor", page.next_cursor)])))
+    return links
+
+
 def _paging_links(
     url: str, query: list[tuple[str, str]], count: int, offset: int, total: int | None, shown: int
 ) -> list[tuple[str, str]]:
@@ -282,16 +313,36 @@ def system_history(request: Request, repo: RepositoryDep) -> Response:
 
 
 def _history(request: Request, repo: Repository, rtype: str | None, id: str | None) -> Response:
+    """A history Bundle (https://hl7.org/fhir/R4/http.html#history), newest first.
+
+    ``_since`` and ``_count`` as R4 defines them; ``_summary=count`` (or ``_count=0``)
+    gives the total alone. ``next`` and ``previous`` links carry a keyset ``_cursor``, so
+    versions written while a client follows them never shift its pages (``_offset`` is
+    still accepted, as for search; links never use it). ``_at`` and ``_list`` are refused.
+    """
+    query = request.query_params
+    for name in ("_at", "_list"):
+        if name in query:
+            raise InvalidRequest(
+                f"{name} is not supported for history; use _since and _count", expression=name
+            )
     count = _int_param(request, "_count", 50, 1000)
+    summary = query.get("_summary")
+    if summary is not None:
+        if summary != "count":
+            raise InvalidRequest("history takes only _summary=count", expression="_summary")
+        count = 0
     offset = _int_param(request, "_offset", 0, 10_000_000)
-    since = request.query_params.get("_since")
-    versions, total = repo.history(rtype, id, since=since, count=count, offset=offset)
-    base = base_url(request)
-    url = str(request.url).split("?")[0]
-    links = _paging_links(
-        url, list(request.query_params.multi_items()), count, offset, total, len(versions)
+    cursor = query.get("_cursor")
+    page = repo.history(
+        rtype, id, since=query.get("_since"), count=count, cursor=cursor, offset=offset
     )
-    return _bundle("history", [_history_entry(base, v) for v in versions], total=total, links=links)
+    base = base_url(request)
+    url = _page_url(request, base)
+    kept = [(k, v) for k, v in query.multi_items() if k not in _PAGING_PARAMS]
+    links = _history_links(url, kept, count, cursor, offset, page)
+    entries = [_history_entry(base, v) for v in page.versions]
+    return _bundle("history", entries, total=page.total, links=links)
 
 
 # -- type level -------------------------------------------------------------------------
@@ -511,17 +562,24 @@ async def update(
 
 
 @router.delete("/{rtype}/{id}")
-async def delete(rtype: str, id: str, repo: RepositoryDep) -> Response:
-    """delete (https://hl7.org/fhir/R4/http.html#delete).
+async def delete(
+    rtype: str,
+    id: str,
+    repo: RepositoryDep,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """delete (https://hl7.org/fhir/R4/http.html#delete), with ``If-Match`` locking.
 
     Deleting what does not exist (or is already deleted) writes nothing but its AuditEvent:
     that check is a read, made on the event loop like a read by id; a deletion to write goes
-    to a worker thread like every write.
+    to a worker thread like every write (and so does any delete with ``If-Match``).
     """
-    handled, stored = await _read_on_loop(repo, repo.delete_if_absent, rtype, id)
+    handled, stored = False, None
+    if if_match is None:
+        handled, stored = await _read_on_loop(repo, repo.delete_if_absent, rtype, id)
     if not handled:
         repo.defer_audit = False
-        stored = await run_in_threadpool(repo.delete, rtype, id)
+        stored = await run_in_threadpool(repo.delete, rtype, id, if_match=if_match)
     headers = {"ETag": f'W/"{stored.version_id}"'} if stored else {}
     return Response(status_code=204, headers=headers)
 

@@ -21,12 +21,20 @@ from sharedcare.record.search import SearchRequest, compile_search, parse_search
 from sharedcare.record.search.everything import compartment_keys
 from sharedcare.record.search.execute import bytewise_collation, run_search
 from sharedcare.record.search.include import resolve_includes
+from sharedcare.record.search.paging import SortKey, decode_cursor, encode_cursor
 from sharedcare.record.search.shape import shape
-from sharedcare.record.sqlstore import StoredResource
+from sharedcare.record.sqlstore import HistoryPosition, StoredResource
 
-__all__ = ["ReadInteractions", "SearchPage"]
+__all__ = ["HistoryPage", "ReadInteractions", "SearchPage"]
 
 R = Resource.__table__
+# The history order's keys, for the cursor's checks: (last_updated, type, id, version).
+_HISTORY_KEYS = [
+    SortKey(None, True, "int", False),
+    SortKey(None, True, "str", False),
+    SortKey(None, True, "str", False),
+    SortKey(None, True, "int", False),
+]
 
 
 @dataclass(slots=True)
@@ -39,6 +47,38 @@ class SearchPage:
     included: list[StoredResource]
     next_cursor: str | None = None
     previous_cursor: str | None = None
+
+
+@dataclass(slots=True)
+class HistoryPage:
+    """One page of versions, newest first, with the cursors of the neighbouring pages."""
+
+    versions: list[StoredResource]
+    total: int | None
+    next_cursor: str | None = None
+    previous_cursor: str | None = None
+
+
+def _history_cursor(direction: str, position: HistoryPosition) -> str:
+    return encode_cursor(direction, list(position))
+
+
+def _decode_history_cursor(cursor: str) -> tuple[bool, HistoryPosition]:
+    """Whether ``cursor`` pages backwards (``previous``), and its anchor position.
+
+    Raises:
+        InvalidRequest: If the cursor is malformed (or was made for a search).
+    """
+    try:
+        direction, values = decode_cursor(cursor, _HISTORY_KEYS)
+    except InvalidRequest:
+        raise InvalidRequest(
+            "_cursor does not belong to this history; follow the links of the latest page, "
+            "or start again without _cursor",
+            expression="_cursor",
+        ) from None
+    updated, resource_type, id, version = values
+    return direction == "prev", (updated, resource_type, id, version)
 
 
 class ReadInteractions(Gate):
@@ -90,33 +130,71 @@ class ReadInteractions(Gate):
         *,
         since: str | None = None,
         count: int = 50,
+        cursor: str | None = None,
         offset: int = 0,
-        before_us: int | None = None,
-    ) -> tuple[list[StoredResource], int]:
-        """https://hl7.org/fhir/R4/http.html#history (instance, type and system level)."""
+    ) -> HistoryPage:
+        """https://hl7.org/fhir/R4/http.html#history (instance, type and system level).
+
+        Versions newest first, paged by keyset (as search is,
+        ``docs/decisions/0010-search-paging.md``): ``cursor`` is a ``next`` or ``previous``
+        link's ``_cursor``, and versions written while a client pages never shift the
+        pages it has still to fetch. ``count`` 0 gives the total alone.
+        """
         if resource_type is not None:
             self._require_type(resource_type)
         level = "history-instance" if id else "history-type" if resource_type else "history-system"
-        since_us = None
-        if since is not None:
-            since_us = parse_instant_us(since)
-            if since_us is None:
-                raise InvalidRequest("_since must be a FHIR instant such as 2024-05-01T00:00:00Z")
         entry = AuditEntry(level, "0", resource_type, id)
+        since_us = None
+        position: HistoryPosition | None = None
+        backwards = False
+        with self._audited(entry):  # a refused request is audited as a failure too
+            if since is not None:
+                since_us = parse_instant_us(since)
+                if since_us is None:
+                    raise InvalidRequest(
+                        "_since must be a FHIR instant such as 2024-05-01T00:00:00Z",
+                        expression="_since",
+                    )
+            if cursor is not None:
+                if offset:
+                    raise InvalidRequest(
+                        "use either _cursor (from a paging link) or _offset, not both"
+                    )
+                backwards, position = _decode_history_cursor(cursor)
 
-        def work(connection: Connection) -> tuple[list[StoredResource], int]:
-            versions, total = self.store.history(
-                connection,
-                resource_type=resource_type,
-                id=id,
-                since=since_us,
-                before=before_us,
-                limit=count,
-                offset=offset,
-            )
-            if id is not None and total == 0:
+        def work(connection: Connection) -> HistoryPage:
+            page = HistoryPage([], None)
+            first = position is None and offset == 0
+            more = False
+            if count:
+                rows = self.store.history(
+                    connection,
+                    resource_type=resource_type,
+                    id=id,
+                    since=since_us,
+                    position=position,
+                    backwards=backwards,
+                    limit=count + 1,
+                    offset=offset,
+                )
+                more = len(rows) > count
+                rows = rows[1:] if backwards and more else rows[:count]
+                page.versions = [stored for _, stored in rows]
+                if rows:
+                    if more or backwards:
+                        page.next_cursor = _history_cursor("next", rows[-1][0])
+                    if (backwards and more) or (not backwards and not first):
+                        page.previous_cursor = _history_cursor("prev", rows[0][0])
+            if count and first and not more:
+                page.total = len(page.versions)
+            else:
+                page.total = self.store.history_total(
+                    connection, resource_type=resource_type, id=id, since=since_us
+                )
+            absent = id is not None and not page.versions and not page.total
+            if absent and self.store.read(connection, resource_type or "", id or "") is None:
                 raise NotFound(f"{resource_type}/{id} does not exist")
-            return versions, total
+            return page
 
         return self._audited_read(entry, work)
 

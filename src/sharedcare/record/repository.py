@@ -262,13 +262,7 @@ class Repository(ReadInteractions):
         """The write an update makes of ``current``, or the outcome if there is nothing to
         write (the content is unchanged: the current version stays)."""
         if if_match is not None:
-            wanted = etag_version(if_match)
-            if current is None or current.deleted or current.version_id != wanted:
-                raise VersionConflict(
-                    f"If-Match names version {wanted} but the current version is "
-                    f"{current.version_id if current else 'none'}; read it again and "
-                    "reapply your change"
-                )
+            _require_version(if_match, current)
         if current is not None and not current.deleted and same_content(current.json(), resource):
             # No change: keep the current version rather than add an identical one.
             self.ask_gate("update", resource_type, id)
@@ -303,17 +297,23 @@ class Repository(ReadInteractions):
             return self.update(resource_type, resource["id"], resource)
         return self.create(resource)
 
-    def delete(self, resource_type: str, id: str) -> StoredResource | None:
-        """https://hl7.org/fhir/R4/http.html#delete (logical: a new, deleted version)."""
+    def delete(
+        self, resource_type: str, id: str, *, if_match: str | None = None
+    ) -> StoredResource | None:
+        """https://hl7.org/fhir/R4/http.html#delete (logical: a new, deleted version).
+
+        With ``if_match`` (an ETag), the current version must be the one it names, as for
+        an update (https://hl7.org/fhir/R4/http.html#concurrency); otherwise 412.
+        """
         self._require_type(resource_type)
         entry = AuditEntry("delete", "0", resource_type, id)
         with self._audited(entry):
             for _ in range(_WRITE_ATTEMPTS - 1):
                 try:
-                    return self._delete_once(resource_type, id, entry)
+                    return self._delete_once(resource_type, id, entry, if_match)
                 except ConcurrentUpdate:  # another request wrote it since we read it
                     continue
-            return self._delete_once(resource_type, id, entry)
+            return self._delete_once(resource_type, id, entry, if_match)
 
     def delete_if_absent(self, resource_type: str, id: str) -> tuple[bool, StoredResource | None]:
         """The delete of a resource that is absent or already deleted: nothing to write.
@@ -335,9 +335,13 @@ class Repository(ReadInteractions):
             self._audit_alone(entry)
             return True, current
 
-    def _delete_once(self, resource_type: str, id: str, entry: AuditEntry) -> StoredResource | None:
+    def _delete_once(
+        self, resource_type: str, id: str, entry: AuditEntry, if_match: str | None
+    ) -> StoredResource | None:
         with self._single_read() as connection:
             current = self.store.read(connection, resource_type, id)
+        if if_match is not None:  # checked again if the write finds the version moved on
+            _require_version(if_match, current)
         if current is None or current.deleted:
             self.ask_gate("delete", resource_type, id)
             self._audit_alone(entry)
@@ -384,3 +388,14 @@ class Repository(ReadInteractions):
     def validate_only(self, resource: dict[str, Any]) -> list[Any]:
         """``$validate`` (https://hl7.org/fhir/R4/resource-operation-validate.html)."""
         return validate(resource)
+
+
+def _require_version(if_match: str, current: StoredResource | None) -> None:
+    """Refuse (412) unless ``current`` is the version the ``If-Match`` ETag names."""
+    wanted = etag_version(if_match)
+    if current is None or current.deleted or current.version_id != wanted:
+        raise VersionConflict(
+            f"If-Match names version {wanted} but the current version is "
+            f"{current.version_id if current else 'none'}; read it again and "
+            "reapply your change"
+        )

@@ -53,6 +53,8 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    tuple_,
+    union_all,
 )
 from sqlalchemy import Text as SqlText
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -81,6 +83,8 @@ _CHUNK = 500  # rows per IN-list, within every database's parameter limits
 _COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
 # Re-exported: benchmarks build index rows with it.
 _ = _index_row
+#: A version's place in history order: ``(last_updated, resource_type, id, version_id)``.
+HistoryPosition = tuple[int, str, str, int]
 
 
 @dataclass(slots=True)
@@ -296,43 +300,85 @@ class SqlStore:
         resource_type: str | None = None,
         id: str | None = None,
         since: int | None = None,
-        before: int | None = None,
+        position: HistoryPosition | None = None,
+        backwards: bool = False,
         limit: int = 100,
         offset: int = 0,
-    ) -> tuple[list[StoredResource], int]:
-        """Versions newest first, and how many there are in all.
+    ) -> list[tuple[HistoryPosition, StoredResource]]:
+        """One page of versions, newest first, each with its position in that order.
+
+        The order is ``(last_updated, resource_type, id, version_id)`` descending: total,
+        since a version is unique by type, id and version, and it never changes (an update
+        moves the old current row to ``resource_history`` unchanged). Paging is by keyset
+        (https://hl7.org/fhir/R4/http.html#paging): ``position`` is the last row of the
+        previous page, and the page holds the versions strictly after it, so versions
+        written meanwhile (all newer) never shift a later page. With ``backwards`` the page
+        holds the versions strictly before ``position`` (a ``previous`` page), still
+        returned newest first. Each table is read in that order and cut at ``limit`` (plus
+        ``offset``) rows before the two are merged, so a page of a type's or a resource's
+        history costs the same at any depth (system history reads every ``resource`` row:
+        no index has ``last_updated`` first).
 
         Args:
             resource_type: Limit to one type (type and instance history).
             id: Limit to one resource (instance history).
             since: Only versions updated at or after this instant (epoch µs).
-            before: Only versions updated before this instant (a stable page anchor).
+            position: The keyset anchor, a version's ``(last_updated, type, id, version)``.
+            backwards: Page towards newer versions from ``position``.
             limit: Page size.
-            offset: Versions to skip.
+            offset: Versions to skip first (``_offset``, without ``position``).
         """
-        selects = []
+        branches = []
         for table in (RESOURCE, HISTORY):
-            query = select(
-                *self._version_columns(table),
-            )
-            if resource_type is not None:
-                query = query.where(table.c.resource_type == resource_type)
-            if id is not None:
-                query = query.where(table.c.id == id)
-            if since is not None:
-                query = query.where(table.c.last_updated >= since)
-            if before is not None:
-                query = query.where(table.c.last_updated < before)
-            selects.append(query)
-        union = selects[0].union_all(selects[1]).subquery()
-        total = connection.scalar(select(_count()).select_from(union)) or 0
-        rows = connection.execute(
-            select(union)
-            .order_by(union.c.last_updated.desc(), union.c.version_id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        return [self._row(row) for row in rows], total
+            keys = (table.c.last_updated, table.c.resource_type, table.c.id, table.c.version_id)
+            query = select(*self._version_columns(table))
+            query = query.where(*self._history_filters(table, resource_type, id, since))
+            if position is not None:
+                row, anchor = tuple_(*keys), tuple_(*position)
+                # The plain bound on the first key lets SQLite start its index scan at the
+                # anchor (PostgreSQL also derives one from the row value).
+                if backwards:
+                    query = query.where(keys[0] >= position[0], row > anchor)
+                else:
+                    query = query.where(keys[0] <= position[0], row < anchor)
+            order = [k.asc() if backwards else k.desc() for k in keys]
+            branches.append(query.order_by(*order).limit(limit + offset).subquery())
+        union = union_all(*(select(b) for b in branches)).subquery()
+        keys = (union.c.last_updated, union.c.resource_type, union.c.id, union.c.version_id)
+        order = [k.asc() if backwards else k.desc() for k in keys]
+        rows = list(connection.execute(select(union).order_by(*order).limit(limit).offset(offset)))
+        if backwards:
+            rows.reverse()
+        return [((r.last_updated, r.resource_type, r.id, r.version_id), self._row(r)) for r in rows]
+
+    def history_total(
+        self,
+        connection: Connection,
+        *,
+        resource_type: str | None = None,
+        id: str | None = None,
+        since: int | None = None,
+    ) -> int:
+        """How many versions :meth:`history` pages through (``Bundle.total``)."""
+        total = 0
+        for table in (RESOURCE, HISTORY):
+            query = select(_count()).select_from(table)
+            query = query.where(*self._history_filters(table, resource_type, id, since))
+            total += connection.scalar(query) or 0
+        return total
+
+    @staticmethod
+    def _history_filters(
+        table: Any, resource_type: str | None, id: str | None, since: int | None
+    ) -> list[ColumnElement[bool]]:
+        filters = []
+        if resource_type is not None:
+            filters.append(table.c.resource_type == resource_type)
+        if id is not None:
+            filters.append(table.c.id == id)
+        if since is not None:
+            filters.append(table.c.last_updated >= since)
+        return filters
 
     def counts_by_type(self, connection: Connection) -> dict[str, int]:
         """Current (not deleted) resources per type."""

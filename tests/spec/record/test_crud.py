@@ -87,6 +87,28 @@ def test_if_match_locks_optimistically(fhir: TestClient, if_match: str, status: 
         assert response.json()["resourceType"] == "OperationOutcome"
 
 
+@pytest.mark.parametrize(
+    ("if_match", "status"),
+    [('W/"1"', 204), ('W/"2"', 412), ('"1"', 204), ("nonsense", 400)],
+)
+def test_if_match_locks_a_delete(fhir: TestClient, if_match: str, status: int) -> None:
+    """https://hl7.org/fhir/R4/http.html#concurrency: a stale ETag refuses the delete."""
+    created = create(fhir)
+    response = fhir.delete(f"/fhir/Patient/{created['id']}", headers={"If-Match": if_match})
+    assert response.status_code == status
+    still_there = fhir.get(f"/fhir/Patient/{created['id']}").status_code == 200
+    assert still_there == (status != 204)
+    if status != 204:
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_delete_with_if_match_of_a_deleted_resource_is_412(fhir: TestClient) -> None:
+    created = create(fhir)
+    assert fhir.delete(f"/fhir/Patient/{created['id']}").status_code == 204
+    response = fhir.delete(f"/fhir/Patient/{created['id']}", headers={"If-Match": 'W/"2"'})
+    assert response.status_code == 412
+
+
 def test_delete_then_read_is_gone_and_history_remains(fhir: TestClient) -> None:
     created = create(fhir)
     assert fhir.delete(f"/fhir/Patient/{created['id']}").status_code == 204
