@@ -293,7 +293,8 @@ def test_golden_everything_spans_every_source_organisation(engine: Engine, store
     link_all(engine, store)
     golden_id = golden_of(engine, "a1")
     repo = Repository(store, RequestContext(user="dr", organisation="RBD", role="clinician"))
-    found, total = repo.everything(golden_id)
+    page = repo.everything(golden_id)
+    found, total = page.resources, page.total
     assert {(s.resource_type, s.id) for s in found} == {
         ("Patient", golden_id),
         ("Patient", "a1"),
@@ -302,13 +303,13 @@ def test_golden_everything_spans_every_source_organisation(engine: Engine, store
         ("Observation", "o1"),
     }
     assert total == 5
-    first, _ = repo.everything(golden_id, count=3)
-    rest, _ = repo.everything(golden_id, count=3, offset=3)
+    first = repo.everything(golden_id, count=3).resources
+    rest = repo.everything(golden_id, count=3, offset=3).resources
     assert len(first) == 3 and len(rest) == 2
     assert {s.id for s in first} | {s.id for s in rest} == {s.id for s in found}
     # A source's own $everything is its compartment only (the golden Patient is in it by
     # its link, as the Patient CompartmentDefinition says).
-    own, _ = repo.everything("a1")
+    own = repo.everything("a1").resources
     assert {s.id for s in own} == {"a1", "e1", golden_id}
 
 

@@ -29,7 +29,6 @@ from sharedcare.record.capability import capability_statement
 from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import InvalidRequest, RecordError, UnsupportedMediaType
 from sharedcare.record.instants import to_http_date, to_instant
-from sharedcare.record.reads import HistoryPage
 from sharedcare.record.repository import Repository, SearchPage
 from sharedcare.record.sqlstore import StoredResource
 
@@ -232,15 +231,17 @@ def _history_entry(base: str, stored: StoredResource) -> dict[str, Any]:
 _PAGING_PARAMS = frozenset({"_count", "_cursor", "_offset"})
 
 
-def _history_links(
+def _keyset_links(
     url: str,
     query: list[tuple[str, str]],
     count: int,
     cursor: str | None,
     offset: int,
-    page: HistoryPage,
+    next_cursor: str | None,
+    previous_cursor: str | None,
 ) -> list[tuple[str, str]]:
-    """A history page's links: ``self``, ``first``, and keyset ``previous`` / ``next``.
+    """A page's links (history, ``$everything``): ``self``, ``first``, and keyset
+    ``previous`` / ``next``.
 
     ``query`` is the request's parameters without ``_count``, ``_cursor`` and ``_offset``.
     """
@@ -252,27 +253,10 @@ def _history_links(
     links = [("self", link(current))]
     if current:
         links.append(("first", link([])))
-    if page.previous_cursor:
-        links.append(("previous", link([("_cursor", page.previous_cursor)])))
-    if page.next_cursor:
-        links.append(("next", link([("_cursor", page.next_cursor)])))
-    return links
-
-
-def _paging_links(
-    url: str, query: list[tuple[str, str]], count: int, offset: int, total: int | None, shown: int
-) -> list[tuple[str, str]]:
-    def link(new_offset: int) -> str:
-        params = [(k, v) for k, v in query if k not in {"_offset", "_count"}]
-        params += [("_count", str(count)), ("_offset", str(new_offset))]
-        return f"{url}?{urlencode(params)}"
-
-    links = [("self", link(offset))]
-    more = shown == count and (total is None or offset + count < total)
-    if more:
-        links.append(("next", link(offset + count)))
-    if offset > 0:
-        links.append(("previous", link(max(0, offset - count))))
+    if previous_cursor:
+        links.append(("previous", link([("_cursor", previous_cursor)])))
+    if next_cursor:
+        links.append(("next", link([("_cursor", next_cursor)])))
     return links
 
 
@@ -340,7 +324,7 @@ def _history(request: Request, repo: Repository, rtype: str | None, id: str | No
     base = base_url(request)
     url = _page_url(request, base)
     kept = [(k, v) for k, v in query.multi_items() if k not in _PAGING_PARAMS]
-    links = _history_links(url, kept, count, cursor, offset, page)
+    links = _keyset_links(url, kept, count, cursor, offset, page.next_cursor, page.previous_cursor)
     entries = [_history_entry(base, v) for v in page.versions]
     return _bundle("history", entries, total=page.total, links=links)
 
@@ -478,25 +462,21 @@ def conditional_delete(rtype: str, request: Request, repo: RepositoryDep) -> Res
 @router.get("/Patient/{id}/$everything")
 def everything(id: str, request: Request, repo: RepositoryDep) -> Response:
     """``Patient/{id}/$everything`` with ``_since``, ``_type``, ``_count`` and paging."""
+    query = request.query_params
     count = _int_param(request, "_count", 100, 1000)
     offset = _int_param(request, "_offset", 0, 10_000_000)
-    types_param = request.query_params.get("_type")
+    types_param = query.get("_type")
     types = [t for t in types_param.split(",") if t] if types_param else None
-    resources, total = repo.everything(
-        id,
-        since=request.query_params.get("_since"),
-        types=types,
-        count=count,
-        offset=offset,
+    cursor = query.get("_cursor")
+    page = repo.everything(
+        id, since=query.get("_since"), types=types, count=count, offset=offset, cursor=cursor
     )
     base = base_url(request)
-    url = str(request.url).split("?")[0]
-    links = _paging_links(
-        url, list(request.query_params.multi_items()), count, offset, total, len(resources)
-    )
-    return _bundle(
-        "searchset", [_entry(base, s, "match") for s in resources], total=total, links=links
-    )
+    url = _page_url(request, base)
+    kept = [(k, v) for k, v in query.multi_items() if k not in _PAGING_PARAMS]
+    links = _keyset_links(url, kept, count, cursor, offset, page.next_cursor, page.previous_cursor)
+    entries = [_entry(base, s, "match") for s in page.resources]
+    return _bundle("searchset", entries, total=page.total, links=links)
 
 
 @router.get("/{rtype}/{id}/_history/{vid}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from sharedcare.record.search.paging import SortKey, decode_cursor, encode_curso
 from sharedcare.record.search.shape import shape
 from sharedcare.record.sqlstore import HistoryPosition, StoredResource
 
-__all__ = ["HistoryPage", "ReadInteractions", "SearchPage"]
+__all__ = ["EverythingPage", "HistoryPage", "ReadInteractions", "SearchPage"]
 
 R = Resource.__table__
 # The history order's keys, for the cursor's checks: (last_updated, type, id, version).
@@ -57,6 +58,53 @@ class HistoryPage:
     total: int | None
     next_cursor: str | None = None
     previous_cursor: str | None = None
+
+
+@dataclass(slots=True)
+class EverythingPage:
+    """One page of ``$everything``, in key order, with the cursors of the neighbouring
+    pages and the number of resources in the whole result."""
+
+    resources: list[StoredResource]
+    total: int
+    next_cursor: str | None = None
+    previous_cursor: str | None = None
+
+
+_EVERYTHING_KEYS = [SortKey(None, False, "int", False)]
+
+
+def _everything_page(
+    keys: list[int], count: int, offset: int, cursor: str | None
+) -> tuple[list[int], str | None, str | None]:
+    """The keys of one page of ``keys`` (ascending), and its next and previous cursors.
+
+    A cursor holds the key of the last (``next``) or first (``prev``) resource of the page
+    it was made on, so a page is "resources after (before) that key": resources added to or
+    removed from the result elsewhere never shift the pages still to fetch.
+    """
+    if cursor is None:
+        start = offset
+        end = start + count
+    else:
+        try:
+            direction, (anchor,) = decode_cursor(cursor, _EVERYTHING_KEYS)
+        except InvalidRequest:
+            raise InvalidRequest(
+                "_cursor does not belong to this $everything; follow the links of the latest "
+                "page, or start again without _cursor",
+                expression="_cursor",
+            ) from None
+        if direction == "next":
+            start = bisect_right(keys, anchor)
+            end = start + count
+        else:
+            end = bisect_left(keys, anchor)
+            start = max(0, end - count)
+    page = keys[start:end]
+    following = encode_cursor("next", [page[-1]]) if page and end < len(keys) else None
+    preceding = encode_cursor("prev", [page[0]]) if page and start > 0 else None
+    return page, following, preceding
 
 
 def _history_cursor(direction: str, position: HistoryPosition) -> str:
@@ -274,7 +322,8 @@ class ReadInteractions(Gate):
         types: Sequence[str] | None = None,
         count: int = 100,
         offset: int = 0,
-    ) -> tuple[list[StoredResource], int]:
+        cursor: str | None = None,
+    ) -> EverythingPage:
         """``Patient/{id}/$everything`` (https://hl7.org/fhir/R4/patient-operation-everything.html).
 
         The patient and every resource in its compartment, per the official Patient
@@ -283,19 +332,24 @@ class ReadInteractions(Gate):
         record of the master patient index the compartment is that of every source Patient
         linked to it (the ``identity_link`` table, not the resource's own ``link``
         elements, which a client could write): the person's data from every organisation,
-        in one paged result.
+        in one paged result, in key order. Pages are found by keyset (``cursor``, from a
+        ``next`` or ``previous`` link), as search's are (decision 0010); ``offset`` is kept
+        for clients that page by position.
         """
         entry = AuditEntry("operation", "0", "Patient", patient_id, patient=f"Patient/{patient_id}")
         entry.description = "$everything"
         since_us = None
-        if since is not None:
-            since_us = parse_instant_us(since)
-            if since_us is None:
-                raise InvalidRequest("_since must be a FHIR instant")
-        for t in types or ():
-            self._require_type(t)
+        with self._audited(entry):  # a refused request is audited as a failure too
+            if since is not None:
+                since_us = parse_instant_us(since)
+                if since_us is None:
+                    raise InvalidRequest("_since must be a FHIR instant", expression="_since")
+            if cursor is not None and offset:
+                raise InvalidRequest("use either _cursor (from a paging link) or _offset, not both")
+            for t in types or ():
+                self._require_type(t)
 
-        def work(connection: Connection) -> tuple[list[StoredResource], int]:
+        def work(connection: Connection) -> EverythingPage:
             patient = self.store.read(connection, "Patient", patient_id)
             if patient is None or patient.deleted:
                 raise NotFound(f"Patient/{patient_id} does not exist")
@@ -306,6 +360,8 @@ class ReadInteractions(Gate):
             keys = compartment_keys(
                 connection, self.store, patients, types=types, since_us=since_us
             )
-            return self.store.read_by_pks(connection, keys[offset : offset + count]), len(keys)
+            page, following, preceding = _everything_page(keys, count, offset, cursor)
+            resources = self.store.read_by_pks(connection, page)
+            return EverythingPage(resources, len(keys), following, preceding)
 
         return self._audited_read(entry, work)

@@ -92,3 +92,56 @@ def test_everything_is_the_patient_and_their_compartment(fhir: TestClient) -> No
     assert "Observation/oa1" not in _ids(after_delete)
 
     assert fhir.get("/fhir/Patient/nobody/$everything").status_code == 404
+
+
+def _links(body: dict[str, Any]) -> dict[str, str]:
+    return {link["relation"]: link["url"].split("testserver", 1)[1] for link in body["link"]}
+
+
+def _follow(fhir: TestClient, path: str, relation: str = "next") -> list[list[str]]:
+    pages = []
+    while True:
+        body = fhir.get(path).json()
+        pages.append(_ids(body))
+        path = _links(body).get(relation, "")
+        if not path:
+            return pages
+
+
+def test_pages_follow_by_cursor_and_never_shift(fhir: TestClient) -> None:
+    """Paging links carry a keyset ``_cursor`` (as search's do, decision 0010): following
+    ``next`` shows every resource once, ``previous`` walks back, and a resource deleted
+    from a page already seen does not make the next page skip one."""
+    _put(fhir, [{"resourceType": "Patient", "id": "p"}, *[_obs(f"o{i}", "p") for i in range(8)]])
+    everything = fhir.get("/fhir/Patient/p/$everything").json()
+    all_ids = _ids(everything)
+    assert len(all_ids) == everything["total"] >= 9
+
+    for count in (1, 2, 3, 4):
+        pages = _follow(fhir, f"/fhir/Patient/p/$everything?_count={count}")
+        assert [i for page in pages for i in page] == all_ids
+        assert all(len(page) == count for page in pages[:-1])
+
+    first = fhir.get("/fhir/Patient/p/$everything?_count=3").json()
+    assert "_cursor=" in _links(first)["next"] and "previous" not in _links(first)
+    second = fhir.get(_links(first)["next"]).json()
+    assert _ids(second) == all_ids[3:6]
+    back = fhir.get(_links(second)["previous"]).json()
+    assert _ids(back) == all_ids[:3]
+
+    # Delete a resource the client has already seen, then follow ``next``: nothing skipped.
+    seen = _ids(second)[0]
+    assert fhir.delete(f"/fhir/{seen}").status_code == 204
+    third = fhir.get(_links(second)["next"]).json()
+    assert _ids(third) == all_ids[6:9]
+    assert third["total"] == everything["total"] - 1
+
+
+def test_bad_paging_values_are_400_and_audited(fhir: TestClient) -> None:
+    _put(fhir, [{"resourceType": "Patient", "id": "q"}])
+    for params in ({"_cursor": "not-a-cursor"}, {"_cursor": "W10", "_offset": "2"}):
+        response = fhir.get("/fhir/Patient/q/$everything", params=params)
+        assert response.status_code == 400, response.text
+        assert response.json()["resourceType"] == "OperationOutcome"
+    failures = fhir.get("/fhir/Patient/q/AuditEvent", params={"outcome": "4"}).json()
+    assert failures["total"] == 2
