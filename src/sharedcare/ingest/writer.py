@@ -49,7 +49,7 @@ from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import RecordError
 from sharedcare.record.instants import now_us
-from sharedcare.record.repository import Repository
+from sharedcare.record.repository import Repository, same_content
 from sharedcare.record.sqlstore import PendingWrite, SqlStore
 
 __all__ = [
@@ -151,31 +151,6 @@ def _plan(connection: Connection, store: SqlStore, items: Sequence[ToWrite], now
     return build_plan(store, items, read_current(connection, store, items), now)[0]
 
 
-_SERVER_META = frozenset({"versionId", "lastUpdated", "source"})
-
-
-def _same_content(stored: dict[str, Any], new: dict[str, Any]) -> bool:
-    """:func:`~sharedcare.record.repository.same_content` without copying either resource.
-
-    Most resources a feed sends again (the same ward, practitioner, organisation) are
-    unchanged: compared element by element, meta without what the server sets.
-    """
-    if len(stored) - ("meta" in stored) != len(new) - ("meta" in new):
-        return False
-    for key, value in new.items():
-        if key != "meta" and stored.get(key, _ABSENT) != value:
-            return False
-    meta_a, meta_b = stored.get("meta") or {}, new.get("meta") or {}
-    if not meta_a and not meta_b:
-        return True
-    return {k: v for k, v in meta_a.items() if k not in _SERVER_META} == {
-        k: v for k, v in meta_b.items() if k not in _SERVER_META
-    }
-
-
-_ABSENT = object()
-
-
 def build_plan(
     store: SqlStore, items: Sequence[ToWrite], current: _Current, now: int
 ) -> tuple[_Plan, _Current]:
@@ -200,7 +175,7 @@ def build_plan(
             for resource in item.mapped.resources:
                 key = (resource["resourceType"], resource["id"])
                 version, content = seen.get(key) or current.get(key) or (0, None)
-                if content is not None and _same_content(content, resource):
+                if content is not None and same_content(content, resource):
                     continue
                 write = repo.prepare(
                     resource, id=key[1], version_id=version + 1, now=now, existed=version > 0

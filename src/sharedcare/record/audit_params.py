@@ -185,10 +185,6 @@ def _outcome(modifier: str, name: str, values: list[str], dialect: str) -> Colum
     return _token_condition(values, _OUTCOME_SYSTEM, lambda code: AUDIT.c.outcome == code)
 
 
-def _is_rest(code: str) -> ColumnElement[bool]:
-    return true() if code == "rest" else false()
-
-
 def _type(modifier: str, name: str, values: list[str], dialect: str) -> ColumnElement[bool]:
     # Every AuditEvent sharedcare records is a RESTful operation.
     return _token_condition(

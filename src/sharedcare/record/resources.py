@@ -56,21 +56,28 @@ def etag_version(if_match: str) -> int:
         raise InvalidRequest('If-Match must be an ETag such as W/"3"') from None
 
 
+_SERVER_META = frozenset({"versionId", "lastUpdated", "source"})
+_ABSENT = object()
+
+
 def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two versions differ only in server-set meta (versionId, lastUpdated, source)."""
+    """Whether two versions differ only in server-set meta (versionId, lastUpdated, source).
 
-    def strip(resource: dict[str, Any]) -> dict[str, Any]:
-        copy = dict(resource)
-        meta = {
-            k: v
-            for k, v in (copy.pop("meta", None) or {}).items()
-            if k not in {"versionId", "lastUpdated", "source"}
-        }
-        if meta:
-            copy["meta"] = meta
-        return copy
-
-    return strip(a) == strip(b)
+    Compared element by element, without copying either resource: feeds send most
+    resources again unchanged (the same ward, practitioner, organisation), so this runs on
+    every write of the API, the loader and the ingest writer.
+    """
+    if len(a) - ("meta" in a) != len(b) - ("meta" in b):
+        return False
+    for key, value in b.items():
+        if key != "meta" and a.get(key, _ABSENT) != value:
+            return False
+    meta_a, meta_b = a.get("meta") or {}, b.get("meta") or {}
+    if not meta_a and not meta_b:
+        return True
+    return {k: v for k, v in meta_a.items() if k not in _SERVER_META} == {
+        k: v for k, v in meta_b.items() if k not in _SERVER_META
+    }
 
 
 def type_of(resource: Any) -> str:
