@@ -397,3 +397,79 @@ def test_a_writer_process_that_dies_is_replaced_and_nothing_is_lost(engine: Engi
             text("SELECT count(*) FROM resource WHERE resource_type = 'Encounter'")
         )
     assert encounters == 10
+
+
+def test_a_group_commit_of_new_messages_and_resends_stores_each_once(engine: Engine) -> None:
+    """New messages, a repeat within the batch, a resend of a stored message and a resend
+    of a failed one in one group commit (on PostgreSQL the new rows commit in one round
+    trip and the resends after them, decision 0029): each is stored once, the failed one
+    is replaced by its resend, and the feed counts each new or retried message once."""
+    registry = FeedRegistry()
+
+    def incoming(cid: str, stage: Stage = Stage.MAPPED) -> Incoming:
+        error = ("mapped", "no PID-3") if stage is Stage.FAILED else (None, None)
+        return Incoming("hl7v2", "PAS", "RBD", cid, "ADT^A01", adt(cid).encode(), stage, *error)
+
+    [old] = store_messages(engine, [incoming("S1")], registry)
+    [bad] = store_messages(engine, [incoming("F1", Stage.FAILED)], registry)
+    batch = [incoming("N1"), incoming("S1"), incoming("N2"), incoming("N1"), incoming("F1")]
+    results = store_messages(engine, batch, registry)
+    assert [(r.duplicate, r.stage) for r in results] == [
+        (False, Stage.MAPPED.value),
+        (True, Stage.MAPPED.value),
+        (False, Stage.MAPPED.value),
+        (True, Stage.MAPPED.value),
+        (False, Stage.MAPPED.value),
+    ]
+    assert results[1].message_id == old.message_id
+    assert results[3].message_id == results[0].message_id
+    assert results[4].message_id == bad.message_id
+    stored = {r.control_id: r for r in rows(engine)}
+    assert sorted(stored) == ["F1", "N1", "N2", "S1"]
+    assert (stored["F1"].stage, stored["F1"].error, stored["F1"].attempts) == (
+        Stage.MAPPED.value,
+        None,
+        2,
+    )
+    with engine.connect() as connection:
+        feed = connection.execute(select(Feed.__table__)).one()
+    assert (feed.message_count, feed.error_count) == (5, 1)
+
+
+def test_the_writer_process_takes_large_hand_overs_on_uvloop(engine: Engine) -> None:
+    """``sharedcare mllp`` runs on uvloop (decision 0029), whose ``add_reader`` makes the
+    pipe to the writer process non-blocking; a hand-over larger than the pipe's buffer then
+    failed part-way and its messages were never written. The pipe is kept blocking, so a
+    batch of several hundred kilobytes reaches the writer whole and every message is
+    written."""
+    import uvloop
+
+    from sharedcare.ingest.service import _loop_factory
+    from sharedcare.ingest.writer_process import WriterProcess
+
+    assert _loop_factory() is uvloop.new_event_loop
+    items = [
+        Incoming("hl7v2", "PAS", "RBD", f"U{i}", "ADT^A01", adt(f"U{i}").encode(), Stage.MAPPED)
+        for i in range(300)
+    ]
+    stored = store_messages(engine, items, FeedRegistry())
+    to_write = [
+        ToWrite(done.message_id, done.feed, map_message(item.raw))
+        for done, item in zip(stored, items, strict=True)
+    ]
+
+    async def body() -> None:
+        writer = WriterProcess(engine, batch_size=500, recover_before=None)
+        writer.start()
+        try:
+            await asyncio.wait_for(writer.ready.wait(), 120)
+            assert writer._pipe is not None and os.get_blocking(writer._pipe.fileno())
+            writer.submit(to_write * 4)  # ~1 MB in one send: far past a pipe's buffer
+            await asyncio.wait_for(writer.idle(), 120)
+        finally:
+            await writer.close()
+        assert writer.restarts == 0
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(body())
+    assert {r.stage for r in rows(engine)} == {Stage.WRITTEN.value}

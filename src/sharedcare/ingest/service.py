@@ -105,7 +105,20 @@ def run_mllp(
                 loop.add_signal_handler(sig, stop.set)
         await serve_mllp(engine, host, port, stop=stop, on_ready=on_ready)
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (it comes with ``uvicorn[standard]``, whose
+    server picks it the same way), else asyncio's own. The listener's loop wakes several
+    times per message (the socket, the stream reader, the group commit's future, the
+    ACK's write); uvloop runs that machinery in C (decision 0029)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - installed with uvicorn[standard]
+        return None
+    return uvloop.new_event_loop
 
 
 class MllpThread:

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from sharedcare.db.engine import write_connection
+from sharedcare.db.engine import driver_connection, driver_errors, write_connection
 from sharedcare.db.tables import Feed, Message, Organisation
 from sharedcare.ingest.stages import Stage
 from sharedcare.record.instants import now_us
@@ -219,11 +219,18 @@ class FeedRegistry:
 def store_messages(
     engine: Engine, items: Sequence[Incoming], registry: FeedRegistry
 ) -> list[Stored]:
-    """Store a batch of messages in one committed transaction; idempotent per sender key.
+    """Store a batch of messages, committed when this returns; idempotent per sender key.
 
     A resend of a stored message is reported as a duplicate and not stored again, except
     when the stored one failed: the resend then takes its place (a fresh attempt, so a
     sender that fixed a message can resend it under the same control id).
+
+    On SQLite the batch is one transaction. On PostgreSQL the new messages and their feeds'
+    counters are one transaction (``BEGIN``, insert, ``COMMIT`` in one round trip); resends
+    in the batch, if any, are then looked up, retried and counted in a second one. Either
+    way every message is durably stored (or found stored) before this returns, so before
+    its ACK; a crash between the two leaves the resends unanswered, and their next resend
+    is handled the same way.
 
     Returns:
         One :class:`Stored` per item, in order.
@@ -342,8 +349,17 @@ def _insert_new(
     if connection.dialect.name == "postgresql":
         params: dict[str, Any] = {name: [row[name] for row in rows] for name, _ in _PG_COLUMNS}
         params["at"] = datetime.now(UTC)
-        pg_result = connection.exec_driver_sql(_PG_INSERT, params)
-        return {(sender, control): id_ for id_, sender, control in pg_result}, True
+        # BEGIN, the insert and COMMIT in one round trip (psycopg's pipeline mode, straight
+        # through the driver) instead of three: each wakes this thread and a PostgreSQL
+        # backend, and lengthens the wait for every ACK of the group commit. The new rows
+        # are committed when this returns; anything else the batch needs (resends) runs
+        # after it, in a transaction of its own that the caller commits (decision 0029).
+        raw = driver_connection(connection)
+        with driver_errors(), raw.pipeline(), raw.cursor() as cursor:
+            cursor.execute(_PG_INSERT, params)
+            raw.commit()
+            found = cursor.fetchall()
+        return {(sender, control): id_ for id_, sender, control in found}, True
     insert_fn = sqlite_insert
     statement = (
         insert_fn(MESSAGE)

@@ -32,6 +32,7 @@ import gc
 import logging
 import multiprocessing
 import operator
+import os
 import queue
 import signal
 import threading
@@ -410,6 +411,10 @@ class WriterProcess:
             self.recovered_done.set()
         self._pipe = parent_end
         asyncio.get_running_loop().add_reader(parent_end.fileno(), self._on_readable)
+        # uvloop's add_reader makes the descriptor non-blocking; the pipe is also written
+        # with blocking sends (submit) and a report is read whole once readable, so it is
+        # made blocking again (a no-op on asyncio's own loop, which leaves it as it is).
+        os.set_blocking(parent_end.fileno(), True)
         if self._outstanding:  # a restart: hand over everything the last child left
             parent_end.send(sorted(self._outstanding))
 

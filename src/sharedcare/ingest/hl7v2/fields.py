@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 __all__ = ["Composite", "Delimiters", "SegmentView", "unescape"]
 
-_Canon = list[list[list[str]]]
 _OTHER_WHITESPACE = re.compile(r"[^\S \r\n\t]")
 
 
@@ -159,7 +158,6 @@ class SegmentView:
     """
 
     __slots__ = (
-        "_cache",
         "_delims",
         "_escapes",
         "_header",
@@ -175,10 +173,9 @@ class SegmentView:
         self.id = text[:3]
         self.index = index
         self._delims = delimiters
-        self._escapes = delimiters.escapes
+        self._escapes = _escapes_of(delimiters)
         self._parts = text.split(delimiters.field)
         self._header = self.id in ("MSH", "BHS", "FHS")
-        self._cache: dict[int, _Canon] = {}
         self._reps: dict[int, list[Composite]] = {}
 
     def _raw(self, n: int) -> str:
@@ -192,35 +189,32 @@ class SegmentView:
             return ""
         return self._parts[index]
 
-    def _field(self, n: int) -> _Canon:
-        cached = self._cache.get(n)
-        if cached is not None:
-            return cached
-        raw = self._raw(n)
-        d = self._delims
-        if not raw:
-            canon: _Canon = []
-        elif self._header and n in (1, 2):
-            canon = [[[raw]]]
-        else:
-            canon = [
-                [comp.split(d.subcomponent) for comp in rep.split(d.component)]
-                for rep in raw.split(d.repetition)
-            ]
-        self._cache[n] = canon
-        return canon
-
     def reps(self, n: int) -> list[Composite]:
         """Return every non-empty repetition of field ``n`` (do not modify the list)."""
         cached = self._reps.get(n)
         if cached is not None:
             return cached
-        out = []
-        for comps in self._field(n):
-            comp = Composite(comps, self._delims.escape, self._escapes)
-            if not comp.is_empty():
-                out.append(comp)
+        # Most fields are read once: the field is split and its repetitions built here in
+        # one pass. A repetition is empty when, without its component and sub-component
+        # separators, it is empty or all whitespace (every sub-component is), which is
+        # checked on the string before any list is built for it.
+        raw = self._raw(n)
+        out: list[Composite] = []
         self._reps[n] = out
+        if not raw:
+            return out
+        d = self._delims
+        esc, escapes = d.escape, self._escapes
+        if self._header and n in (1, 2):
+            if not raw.isspace():
+                out.append(Composite([[raw]], esc, escapes))
+            return out
+        cs, ss = d.component, d.subcomponent
+        for rep in raw.split(d.repetition) if d.repetition in raw else (raw,):
+            bare = rep.replace(cs, "").replace(ss, "") if cs in rep or ss in rep else rep
+            if not bare or bare.isspace():
+                continue
+            out.append(Composite([comp.split(ss) for comp in rep.split(cs)], esc, escapes))
         return out
 
     def rep(self, n: int) -> Composite:
@@ -232,8 +226,25 @@ class SegmentView:
 
     def v(self, n: int, comp: int = 1, sub: int = 1) -> str:
         """Return field ``n`` component ``comp`` of the first repetition, unescaped."""
-        return self.rep(n).c(comp, sub)
+        reps = self._reps.get(n)
+        if reps is None:
+            reps = self.reps(n)
+        return reps[0].c(comp, sub) if reps else ""
 
     def __len__(self) -> int:
         """Number of fields, counting the segment id (as python-hl7 does)."""
         return len(self._parts) + (1 if self._header else 0)
+
+
+_ESCAPES: dict[Delimiters, dict[str, str]] = {}
+
+
+def _escapes_of(delimiters: Delimiters) -> dict[str, str]:
+    """:attr:`Delimiters.escapes`, built once per set of delimiters (a few in practice;
+    the dict is shared read-only by every segment that uses them)."""
+    escapes = _ESCAPES.get(delimiters)
+    if escapes is None:
+        if len(_ESCAPES) > 256:  # bounded: delimiters come from senders
+            _ESCAPES.clear()
+        escapes = _ESCAPES[delimiters] = delimiters.escapes
+    return escapes
