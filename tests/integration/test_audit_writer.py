@@ -1,7 +1,8 @@
 """Every FHIR interaction leaves a stored AuditEvent, through the group-commit audit writer.
 
 The API server hands the AuditEvents of reads, searches and failures to an
-:class:`~sharedcare.record.audit.AuditWriter` (``docs/decisions/0015-audit-group-commit.md``).
+:class:`~sharedcare.record.audit_writer.AuditWriter`
+(``docs/decisions/0015-audit-group-commit.md``).
 These tests hold it to its promises on both databases: every request is audited, failures
 included; nothing is answered before its event is stored (a request whose event cannot be
 stored fails); and what is queued is committed when the writer closes.
@@ -22,7 +23,8 @@ from sqlalchemy import Engine, text
 from sharedcare.api.app import create_app
 from sharedcare.config import Settings
 from sharedcare.db.engine import create_engine
-from sharedcare.record.audit import AuditEntry, AuditUnavailable, AuditWriter
+from sharedcare.record.audit import AuditEntry
+from sharedcare.record.audit_writer import AuditUnavailable, AuditWriter
 from sharedcare.record.context import RequestContext
 
 HEADERS = {"Content-Type": "application/fhir+json", "X-Sharedcare-User": "audit-tests"}

@@ -39,6 +39,15 @@ REQUESTS: list[tuple[str, str, dict[str, object]]] = [
     ("POST", "/fhir/Patient", {"json": PATIENT}),
     ("PUT", f"/fhir/Patient/{SENTINEL_NAME}", {"json": PATIENT}),
     ("POST", "/fhir", {"content": b"{not json " + SENTINEL_NAME.encode()}),
+    # Refusals before the record's gate, each audited by the HTTP layer (decision 0024).
+    ("GET", f"/fhir/{SENTINEL_NAME}", {"params": {"identifier": SENTINEL_NHS}}),
+    ("GET", "/fhir/_history", {"params": {"_count": SENTINEL_NHS, "_at": SENTINEL_DOB}}),
+    ("PATCH", f"/fhir/Patient/{SENTINEL_NAME}", {"json": PATIENT}),
+    (
+        "POST",
+        "/fhir/Patient",
+        {"content": SENTINEL_NAME, "headers": {"Content-Type": f"text/{SENTINEL_NAME}"}},
+    ),
     ("GET", "/api/feeds", {"params": {"name": SENTINEL_NAME}}),
 ]
 

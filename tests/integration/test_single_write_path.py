@@ -159,7 +159,7 @@ def test_deletes_of_absent_resources_are_gated_and_audited(
     try:
         events = "SELECT count(*) FROM audit_event WHERE interaction = 'delete' AND outcome = :o"
         assert _scalar(engine, events, o="0") == 3  # absent, the deletion, already deleted
-        assert _scalar(engine, events, o="4") == 1  # refused
+        assert _scalar(engine, events, o="4") == 2  # refused; the type that is not R4
         assert _scalar(engine, "SELECT max(version_id) FROM resource_history") == 1
     finally:
         engine.dispose()

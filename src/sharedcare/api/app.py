@@ -18,15 +18,16 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sharedcare import __version__
+from sharedcare.api.direct_writes import DirectRoutes
 from sharedcare.api.errors import install_error_handlers
-from sharedcare.api.routing import DirectGets, fhir_routes_first
+from sharedcare.api.routing import fhir_routes_first
 from sharedcare.api.search_engine import search_engine
 from sharedcare.config import Settings, get_settings
 from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
 from sharedcare.identity.catchup import IdentityWarmup
 from sharedcare.plugins import plugin_manager
-from sharedcare.record.audit import AuditWriter
+from sharedcare.record.audit_writer import AuditWriter
 from sharedcare.record.sqlstore import SqlStore
 
 access_log = logging.getLogger("sharedcare.access")
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.search_engine is not None:
                 await app.state.search_engine.dispose()
             # Commit every queued AuditEvent before the connections go.
-            app.state.audit_writer.close()
+            await app.state.audit_writer.aclose()
             engine.dispose()
 
     app = FastAPI(
@@ -131,5 +132,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessLog)
     plugin_manager().hook.register_routes(app=app)
     fhir_routes_first(app)
-    app.router.routes.insert(0, DirectGets(app.router.routes))
+    app.router.routes.insert(0, DirectRoutes(app.router.routes))
     return app

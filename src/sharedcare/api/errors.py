@@ -5,6 +5,10 @@ Requests under ``/fhir`` get a FHIR OperationOutcome
 so clients handle one format. Unexpected exceptions are logged by type with an
 incident id (never their arguments, which may hold patient data) and answered with
 a 500 OperationOutcome naming that id.
+
+A request under ``/fhir`` refused here, before the record's gate audited it, gets its
+failure AuditEvent committed before the response goes out (:func:`answer_refusal`,
+:mod:`sharedcare.api.refusal_audit`); if that event cannot be stored, the answer is a 500.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from sharedcare.api.refusal_audit import audit_refusal, validation_reason
 from sharedcare.api.responses import FhirJsonResponse
 
 log = logging.getLogger(__name__)
@@ -58,15 +64,46 @@ def outcome_response(status: int, outcome: dict[str, Any]) -> Response:
     return FhirJsonResponse(outcome, status_code=status)
 
 
+async def answer_refusal(
+    request: Request, exc: BaseException, status: int, reason: str, response: Response
+) -> Response:
+    """``response``, once the refusal's AuditEvent is committed (a request under ``/fhir``
+    the record's gate did not audit); a 500 if it cannot be stored (decision 0015).
+
+    Args:
+        request: The refused request.
+        exc: What refused it.
+        status: The refusal's HTTP status.
+        reason: Why, for the AuditEvent: fixed text, never a value from the request.
+        response: The refusal's response.
+    """
+    if await audit_refusal(request, exc, status, reason):
+        return response
+    return outcome_response(
+        500,
+        operation_outcome(
+            500,
+            "The audit trail could not be stored, so the request was not answered; "
+            "try again later.",
+        ),
+    )
+
+
+_ROUTING_REASONS = {404: "no route serves this path", 405: "no route takes this method"}
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    if exc.status_code == 404 and detail == "Not Found":
+    status = exc.status_code
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    routing = status in _ROUTING_REASONS and detail == HTTPStatus(status).phrase
+    if status == 404 and detail == "Not Found":
         detail = "No such page or endpoint; see /docs for the API"
-    response = outcome_response(exc.status_code, operation_outcome(exc.status_code, detail))
+    response = outcome_response(status, operation_outcome(status, detail))
     for key, value in (exc.headers or {}).items():
         response.headers[key] = value
-    return response
+    reason = _ROUTING_REASONS[status] if routing else type(exc).__name__
+    return await answer_refusal(request, exc, status, reason, response)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -83,7 +120,16 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
                 "expression": [location],
             }
         )
-    return outcome_response(400, {"resourceType": "OperationOutcome", "issue": issues})
+    response = outcome_response(400, {"resourceType": "OperationOutcome", "issue": issues})
+    return await answer_refusal(request, exc, 400, validation_reason(exc.errors()), response)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client disconnected before it sent its whole request: nothing was done, and the
+    answer goes nowhere; a request under ``/fhir`` is audited as a minor failure."""
+    reason = "the client disconnected before it sent the whole request"
+    response = outcome_response(400, operation_outcome(400, reason, code="incomplete"))
+    return await answer_refusal(request, exc, 400, reason, response)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -95,7 +141,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
         getattr(request.scope.get("route"), "path", "unrouted"),
         incident,
     )
-    return outcome_response(
+    response = outcome_response(
         500,
         operation_outcome(
             500,
@@ -103,10 +149,13 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
             "Report the incident id to the service team.",
         ),
     )
+    reason = f"internal error {type(exc).__name__} (incident {incident})"
+    return await answer_refusal(request, exc, 500, reason, response)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
@@ -20,6 +21,9 @@ from fastapi.responses import Response
 from sqlalchemy.util import greenlet_spawn
 from starlette.concurrency import run_in_threadpool
 
+from sharedcare.api.direct_writes import direct_write
+from sharedcare.api.errors import answer_refusal
+from sharedcare.api.refusal_audit import audit_cancelled
 from sharedcare.api.responses import FhirJsonResponse
 from sharedcare.api.routing import direct
 from sharedcare.fhir.validation import operation_outcome
@@ -89,6 +93,30 @@ async def _read_on_loop(repo: Repository, work: Callable[..., T], *args: Any, **
             await asyncio.wrap_future(future)
 
 
+async def _in_write_thread(
+    request: Request, work: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    """Run a write in one of the API server's write threads and await its result.
+
+    A write may wait for a lock (a row's ``FOR UPDATE``, SQLite's write gate, the identity
+    transaction), so it must not run on the event loop. A plain
+    :class:`~concurrent.futures.ThreadPoolExecutor` (``app.state.write_pool``, made at the
+    first write: as many threads as the engine's pool holds connections, ``pool_size`` and
+    as many more) costs less per hop than anyio's worker threads, which
+    ``run_in_threadpool`` uses (capacity limiter, cancel scope, a future of its own:
+    ``docs/decisions/0030-crud-request-path.md``). The caller's context variables go with
+    the work, as with ``run_in_threadpool``.
+    """
+    state = request.app.state
+    pool: ThreadPoolExecutor | None = getattr(state, "write_pool", None)
+    if pool is None:
+        settings = getattr(state, "settings", None)
+        size = 2 * settings.db_pool_size if settings is not None else 20
+        pool = state.write_pool = ThreadPoolExecutor(size, thread_name_prefix="sharedcare-write")
+    call = functools.partial(contextvars.copy_context().run, work, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+
 async def _run_search(
     request: Request, rtype: str, params: list[tuple[str, str]], **kwargs: Any
 ) -> Response:
@@ -111,7 +139,12 @@ async def _run_search(
     try:
         if searches is not None:
             repo.reader = searches.sync_engine
-            return await greenlet_spawn(_search, request, repo, rtype, params, **kwargs)
+            try:
+                return await greenlet_spawn(_search, request, repo, rtype, params, **kwargs)
+            except asyncio.CancelledError:  # while awaiting PostgreSQL: not an error to the gate
+                if not repo.pending_audits:
+                    await audit_cancelled(request)
+                raise
         if pool is None:  # an application without its lifespan (some tests)
             return await run_in_threadpool(_search, request, repo, rtype, params, **kwargs)
         work = functools.partial(_search, request, repo, rtype, params, **kwargs)
@@ -419,7 +452,24 @@ async def search(rtype: str, request: Request) -> Response:
     return await _run_search(request, rtype, list(request.query_params.multi_items()))
 
 
+async def _create(
+    request: Request, repo: Repository, rtype: str, if_none_exist: str | None
+) -> Response:
+    body = await _body(request)
+    if not isinstance(body, dict) or body.get("resourceType") != rtype:
+        raise InvalidRequest(f"the body must be a {rtype} resource", expression="resourceType")
+    outcome = await _in_write_thread(request, repo.create, body, if_none_exist=if_none_exist)
+    stored = outcome.stored
+    location = f"{base_url(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
+    return _resource_response(stored, 201 if outcome.created else 200, location=location)
+
+
+async def _create_direct(rtype: str, request: Request) -> Response:
+    return await _create(request, repository(request), rtype, request.headers.get("if-none-exist"))
+
+
 @router.post("/{rtype}")
+@direct_write(_create_direct)
 async def create(
     rtype: str,
     request: Request,
@@ -427,13 +477,7 @@ async def create(
     if_none_exist: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Create, or conditional create with ``If-None-Exist``."""
-    body = await _body(request)
-    if not isinstance(body, dict) or body.get("resourceType") != rtype:
-        raise InvalidRequest(f"the body must be a {rtype} resource", expression="resourceType")
-    outcome = await run_in_threadpool(repo.create, body, if_none_exist=if_none_exist)
-    stored = outcome.stored
-    location = f"{base_url(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
-    return _resource_response(stored, 201 if outcome.created else 200, location=location)
+    return await _create(request, repo, rtype, if_none_exist)
 
 
 @router.put("/{rtype}")
@@ -523,7 +567,24 @@ async def read_response(repo: Repository, rtype: str, id: str) -> Response:
     return _resource_response(await _read_on_loop(repo, repo.read, rtype, id))
 
 
+async def _update(
+    request: Request, repo: Repository, rtype: str, id: str, if_match: str | None
+) -> Response:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a FHIR resource")
+    outcome = await _in_write_thread(request, repo.update, rtype, id, body, if_match=if_match)
+    stored = outcome.stored
+    location = f"{base_url(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
+    return _resource_response(stored, 201 if outcome.created else 200, location=location)
+
+
+async def _update_direct(rtype: str, id: str, request: Request) -> Response:
+    return await _update(request, repository(request), rtype, id, request.headers.get("if-match"))
+
+
 @router.put("/{rtype}/{id}")
+@direct_write(_update_direct)
 async def update(
     rtype: str,
     id: str,
@@ -532,19 +593,32 @@ async def update(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """update, including update-as-create, with ``If-Match`` locking."""
-    body = await _body(request)
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a FHIR resource")
-    outcome = await run_in_threadpool(repo.update, rtype, id, body, if_match=if_match)
-    stored = outcome.stored
-    location = f"{base_url(request)}/{rtype}/{stored.id}/_history/{stored.version_id}"
-    return _resource_response(stored, 201 if outcome.created else 200, location=location)
+    return await _update(request, repo, rtype, id, if_match)
+
+
+async def _delete(
+    request: Request, repo: Repository, rtype: str, id: str, if_match: str | None
+) -> Response:
+    handled, stored = False, None
+    if if_match is None:
+        handled, stored = await _read_on_loop(repo, repo.delete_if_absent, rtype, id)
+    if not handled:
+        repo.defer_audit = False
+        stored = await _in_write_thread(request, repo.delete, rtype, id, if_match=if_match)
+    headers = {"ETag": f'W/"{stored.version_id}"'} if stored else {}
+    return Response(status_code=204, headers=headers)
+
+
+async def _delete_direct(rtype: str, id: str, request: Request) -> Response:
+    return await _delete(request, repository(request), rtype, id, request.headers.get("if-match"))
 
 
 @router.delete("/{rtype}/{id}")
+@direct_write(_delete_direct)
 async def delete(
     rtype: str,
     id: str,
+    request: Request,
     repo: RepositoryDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -554,20 +628,15 @@ async def delete(
     that check is a read, made on the event loop like a read by id; a deletion to write goes
     to a worker thread like every write (and so does any delete with ``If-Match``).
     """
-    handled, stored = False, None
-    if if_match is None:
-        handled, stored = await _read_on_loop(repo, repo.delete_if_absent, rtype, id)
-    if not handled:
-        repo.defer_audit = False
-        stored = await run_in_threadpool(repo.delete, rtype, id, if_match=if_match)
-    headers = {"ETag": f'W/"{stored.version_id}"'} if stored else {}
-    return Response(status_code=204, headers=headers)
+    return await _delete(request, repo, rtype, id, if_match)
 
 
 async def _record_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RecordError)
     headers = getattr(exc, "headers", None)  # a 405's Allow
-    return FhirJsonResponse(exc.outcome(), status_code=exc.status, headers=headers)
+    response = FhirJsonResponse(exc.outcome(), status_code=exc.status, headers=headers)
+    # Refused before the gate (a body that is not JSON, a type that is not R4...): audited here.
+    return await answer_refusal(request, exc, exc.status, type(exc).__name__, response)
 
 
 @hookimpl

@@ -30,6 +30,7 @@ __all__ = [
     "create_engine",
     "dialect_name",
     "driver_errors",
+    "key_reader",
     "normalise_url",
     "write_connection",
 ]
@@ -145,6 +146,71 @@ def _postgresql_on_connect(dbapi_connection: Any, _: ConnectionPoolEntry) -> Non
     # save the parsing.
     dbapi_connection.execute("SET plan_cache_mode = force_custom_plan")
     dbapi_connection.commit()
+
+
+def _key_reader_on_connect(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
+    # Reads by key alone run here (:func:`key_reader`): one plan serves every value.
+    dbapi_connection.execute("SET plan_cache_mode = force_generic_plan")
+    dbapi_connection.commit()
+
+
+_key_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_key_engines_lock = threading.Lock()
+
+
+def _key_engine(engine: Engine) -> Engine:
+    """The PostgreSQL engine behind :func:`key_reader` for ``engine``: same database, a pool
+    of its own (connections made as needed, up to the main pool's size and as many more),
+    autocommit, generic plans; disposed with ``engine``."""
+    found = _key_engines.get(engine)
+    if found is not None:
+        return found
+    with _key_engines_lock:
+        found = _key_engines.get(engine)
+        if found is None:
+            size = engine.pool.size() if hasattr(engine.pool, "size") else 10
+            found = sa_create_engine(
+                engine.url,
+                hide_parameters=True,
+                pool_size=size,
+                max_overflow=size,
+                pool_pre_ping=False,
+                pool_recycle=1800,
+                # Autocommit: nothing to roll back when a connection goes back to the pool.
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,
+            )
+            event.listen(found, "connect", _key_reader_on_connect)
+            event.listen(engine, "engine_disposed", lambda _: found.dispose())
+            _key_engines[engine] = found
+    return found
+
+
+@contextmanager
+def key_reader(engine: Engine) -> Iterator[Any]:
+    """A psycopg connection for one statement that reads rows by their unique key (a read by
+    id), outside any transaction: ``with key_reader(engine) as raw: raw.execute(...)``.
+
+    PostgreSQL only. The connection comes from a pool of its own, in autocommit, whose
+    connections run prepared statements with a generic plan (``plan_cache_mode =
+    force_generic_plan``): a lookup by a unique key has one best plan whatever the values,
+    so it is planned once per connection instead of at every execution, as the main
+    pool's connections must (their searches' best plans depend on the values: see
+    :func:`_postgresql_on_connect`). Nothing else may run here. It also skips SQLAlchemy's
+    ``Connection`` around the driver's, which cost a read by id more Python than its
+    statement (``docs/decisions/0030-crud-request-path.md``). A connection the statement
+    found broken is discarded, not put back.
+    """
+    import psycopg
+
+    fairy = _key_engine(engine).raw_connection()
+    try:
+        yield fairy.driver_connection
+    except psycopg.OperationalError:
+        fairy.invalidate()
+        raise
+    finally:
+        fairy.close()
 
 
 def dialect_name(engine: Engine) -> str:

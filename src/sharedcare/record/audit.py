@@ -8,29 +8,27 @@ requesting user with their organisation, role and purpose of use, ``source`` sha
 
 Events are stored in the append-only ``audit_event`` table, in the same transaction as the
 write they describe. Reads, searches and failures have no write of their own: the API
-server hands them to an :class:`AuditWriter`, which commits them in groups and answers no
-request before its event is committed; elsewhere they get a transaction of their own.
+server hands them to an :class:`~sharedcare.record.audit_writer.AuditWriter`, which commits
+them in groups and answers no request before its event is committed; elsewhere they get a
+transaction of their own.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import queue
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
-from sharedcare.db.engine import driver_connection, driver_errors, write_connection
+from sharedcare.db.engine import driver_connection, driver_errors
 from sharedcare.db.tables import AuditRecord
 from sharedcare.record.context import PURPOSES, RequestContext
 from sharedcare.record.instants import now_us, to_instant
-from sharedcare.record.sqlstore import json_array
 
 AUDIT: Any = AuditRecord.__table__
 # SQLite: an executemany through the driver (through SQLAlchemy's compiler the binding cost
@@ -39,15 +37,14 @@ _SQLITE_INSERT = (
     "INSERT INTO audit_event (recorded, interaction, outcome, agent, patient, content) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-# PostgreSQL: every row of a batch in one statement of fixed text; the documents as one
-# JSON array (a jsonb[] parameter would be sent as array text with every quote escaped).
+# PostgreSQL: every row of a batch in one statement of fixed text, the rows as one JSON
+# array of arrays (one parameter: six array parameters cost psycopg more to convert, and
+# a jsonb[] parameter would be sent as array text with every quote escaped).
 _PG_INSERT = (
-    "INSERT INTO audit_event (recorded, interaction, outcome, agent, patient, content) "
-    "SELECT * FROM ROWS FROM (unnest(%(recorded)s::bigint[]), "
-    "unnest(%(interaction)s::text[]), unnest(%(outcome)s::text[]), "
-    "unnest(%(agent)s::text[]), unnest(%(patient)s::text[]), "
-    "jsonb_array_elements(%(docs)s::jsonb))"
-)
+    b"INSERT INTO audit_event (recorded, interaction, outcome, agent, patient, content) "
+    b"SELECT (r->>0)::bigint, r->>1, r->>2, r->>3, r->>4, r->5 "
+    b"FROM jsonb_array_elements(%s::jsonb) AS r"
+)  # encoded once (see ``search.execute._driver_text``)
 _PG_INSERT_ONE = (
     "INSERT INTO audit_event (recorded, interaction, outcome, agent, patient, content) "
     "VALUES (%s, %s, %s, %s, %s, %s::jsonb)"
@@ -211,19 +208,167 @@ def audit_event(context: RequestContext, entry: AuditEntry, recorded: int) -> di
     return event
 
 
+# The parts of an AuditEvent that never change, and the agent of each caller, serialised
+# once: :func:`audit_rows` splices them into the event's JSON as it is, so an event costs
+# the serialisation of what is its own (the interaction, the time, the entities). The
+# bytes are those of ``orjson.dumps(audit_event(...))``.
+_SUBTYPES: dict[str, orjson.Fragment] = {}
+
+
+def _subtype(interaction: str) -> Any:
+    found = _SUBTYPES.get(interaction)
+    if found is None:
+        value = [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}]
+        if interaction not in ACTIONS:  # kept for the interactions there are, no others
+            return value
+        found = _SUBTYPES[interaction] = orjson.Fragment(orjson.dumps(value))
+    return found
+
+
+_EVENT_TYPE = orjson.Fragment(
+    orjson.dumps(
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "Restful Operation",
+        }
+    )
+)
+_SOURCE = orjson.Fragment(
+    orjson.dumps(
+        {
+            "observer": {"display": "sharedcare"},
+            "type": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                    "code": "4",
+                    "display": "Application Server",
+                }
+            ],
+        }
+    )
+)
+_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+_SYSTEM_OBJECT = orjson.Fragment(
+    orjson.dumps({"system": _ENTITY_TYPE, "code": "2", "display": "System Object"})
+)
+_ENTITY_CODE_2 = orjson.Fragment(orjson.dumps({"system": _ENTITY_TYPE, "code": "2"}))
+_QUERY_ROLE = orjson.Fragment(
+    orjson.dumps(
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/object-role",
+            "code": "24",
+            "display": "Query",
+        }
+    )
+)
+_PATIENT_ENTITY = (
+    orjson.Fragment(orjson.dumps({"system": _ENTITY_TYPE, "code": "1", "display": "Person"})),
+    orjson.Fragment(
+        orjson.dumps(
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/object-role",
+                "code": "1",
+                "display": "Patient",
+            }
+        )
+    ),
+)
+#: The ``agent`` list of each caller, serialised (it depends on the context only; the
+#: request id and feed are not part of it). Bounded: cleared when full.
+_AGENTS: dict[tuple[Any, ...], orjson.Fragment] = {}
+_AGENTS_KEPT = 1024
+
+
+def _agent(context: RequestContext) -> orjson.Fragment:
+    key = (context.user, context.organisation, context.role, context.purpose, context.source)
+    found = _AGENTS.get(key)
+    if found is None:
+        if len(_AGENTS) >= _AGENTS_KEPT:
+            _AGENTS.clear()
+        found = _AGENTS[key] = orjson.Fragment(
+            orjson.dumps(audit_event(context, AuditEntry("read", "0"), 0)["agent"])
+        )
+    return found
+
+
+def _event_json(context: RequestContext, entry: AuditEntry, instant: str) -> bytes:
+    """``orjson.dumps(audit_event(context, entry, recorded))``, ``instant`` being
+    ``to_instant(recorded)``, with the fixed parts and the agent spliced in ready-made."""
+    interaction = entry.interaction
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": _EVENT_TYPE,
+        "subtype": _subtype(interaction),
+        "action": ACTIONS.get(interaction, "E"),
+        "recorded": instant,
+        "outcome": entry.outcome,
+        "agent": _agent(context),
+        "source": _SOURCE,
+    }
+    if entry.description:
+        event["outcomeDesc"] = entry.description
+    entities: list[dict[str, Any]] = []
+    if entry.resource_type:
+        what = entry.resource_type
+        if entry.resource_id:
+            what += f"/{entry.resource_id}"
+            if entry.version_id:
+                what += f"/_history/{entry.version_id}"
+        entities.append(
+            {
+                "what": {"reference": what} if entry.resource_id else {"display": what},
+                "type": _SYSTEM_OBJECT,
+            }
+        )
+    if entry.query:
+        entities.append(
+            {
+                "type": _ENTITY_CODE_2,
+                "role": _QUERY_ROLE,
+                "query": base64.b64encode(entry.query.encode()).decode(),
+            }
+        )
+    for reference in entry.entities:
+        entities.append({"what": {"reference": reference}, "type": _ENTITY_CODE_2})
+    if entry.patient:
+        person, role = _PATIENT_ENTITY
+        entities.append({"what": {"reference": entry.patient}, "type": person, "role": role})
+    if entities:
+        event["entity"] = entities
+    return orjson.dumps(event)
+
+
+def _instant(us: int) -> str:
+    """``to_instant(us)``: the second's text is formatted once (events recorded in the same
+    second share it), the milliseconds each time."""
+    seconds, rest = divmod(us, 1_000_000)
+    return f"{_second(seconds)}.{rest // 1000:03d}Z"
+
+
+@lru_cache(maxsize=64)
+def _second(seconds: int) -> str:
+    return to_instant(seconds * 1_000_000)[:-5]  # without ".000Z"
+
+
 def audit_rows(
     context: RequestContext, entries: Sequence[AuditEntry], recorded: int | None = None
 ) -> list[dict[str, Any]]:
-    """The ``audit_event`` rows for ``entries``, recorded at ``recorded`` (default: now)."""
+    """The ``audit_event`` rows for ``entries``, recorded at ``recorded`` (default: now).
+
+    Each row's ``content`` is ``orjson.dumps(audit_event(context, entry, recorded))``.
+    """
     recorded = now_us() if recorded is None else recorded
+    instant = _instant(recorded)
+    agent = context.user[:200]
     return [
         {
             "recorded": recorded,
             "interaction": entry.interaction,
             "outcome": entry.outcome,
-            "agent": context.user[:200],
+            "agent": agent,
             "patient": entry.patient,
-            "content": orjson.dumps(audit_event(context, entry, recorded)),
+            "content": _event_json(context, entry, instant),
         }
         for entry in entries
     ]
@@ -272,131 +417,25 @@ def _insert_audit_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -
             cursor.close()
         return
     raw = driver_connection(connection)
-    if len(rows) == 1:  # one write's event: plain parameters, no arrays to convert
-        (row,) = rows
-        with raw.cursor() as cursor:
-            cursor.execute(_PG_INSERT_ONE, _values(row))
-        return
     with raw.cursor() as cursor:
-        cursor.execute(
-            _PG_INSERT,
-            {
-                "recorded": [row["recorded"] for row in rows],
-                "interaction": [row["interaction"] for row in rows],
-                "outcome": [row["outcome"] for row in rows],
-                "agent": [row["agent"] for row in rows],
-                "patient": [row["patient"] for row in rows],
-                "docs": json_array([row["content"] for row in rows]),
-            },
-        )
+        cursor.execute(*pg_statement(rows))
 
 
-class AuditUnavailable(RuntimeError):
-    """The audit trail could not be stored, so the interaction must not be answered."""
-
-
-class _Pending:
-    """Rows waiting for the writer, and the future that says they are committed (or not)."""
-
-    __slots__ = ("future", "rows")
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-        self.future: Future[None] = Future()
-
-
-class AuditWriter:
-    """Group commit for AuditEvents that have no write transaction of their own.
-
-    Reads, searches and failed interactions produce an AuditEvent but no other write.
-    Committing each one in its own transaction cost a transaction per read (and on SQLite
-    the database's one write lock, taken by every read). Here requests hand their rows to
-    one writer thread per process, which inserts everything queued with
-    :func:`insert_audit_rows` and one commit, then completes their futures. No response may
-    leave before its AuditEvent is stored: :meth:`write` blocks until then, and callers on
-    the event loop use :meth:`submit` and await the future. A batch that fails fails every
-    request in it (:class:`AuditUnavailable`). See ``docs/decisions/0015-audit-group-commit.md``.
-
-    Batches form naturally: while one commits, the next fills, so an idle server pays no
-    extra latency and a busy one pays one commit for many reads.
-    """
-
-    def __init__(self, engine: Engine, *, max_rows: int = 1000) -> None:
-        self._engine = engine
-        self._max_rows = max_rows
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="sharedcare-audit", daemon=True)
-        self._thread.start()
-
-    def submit(self, context: RequestContext, entries: Sequence[AuditEntry]) -> Future[None]:
-        """Queue AuditEvents for ``entries``.
-
-        Returns:
-            A future that completes when they are committed, or fails with
-            :class:`AuditUnavailable`. The interaction must not be answered before then.
-
-        Raises:
-            AuditUnavailable: The writer is closed.
-        """
-        pending = _Pending(audit_rows(context, entries))
-        with self._lock:
-            if self._closed:
-                raise AuditUnavailable("the audit writer is closed")
-            self._queue.put(pending)
-        return pending.future
-
-    def write(self, context: RequestContext, entries: Sequence[AuditEntry]) -> None:
-        """Store AuditEvents for ``entries``; return once they are committed.
-
-        Raises:
-            AuditUnavailable: The writer is closed, or the batch could not be committed.
-        """
-        if entries:
-            self.submit(context, entries).result()
-
-    def close(self) -> None:
-        """Commit everything queued, then stop the writer thread (idempotent)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            batch: list[_Pending] = []
-            rows = 0
-            item = first
-            while True:
-                if item is None:
-                    stopping = True
-                else:
-                    batch.append(item)
-                    rows += len(item.rows)
-                if rows >= self._max_rows:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._flush(batch)
-
-    def _flush(self, batch: list[_Pending]) -> None:
-        try:
-            with write_connection(self._engine) as connection:
-                insert_audit_rows(connection, [row for p in batch for row in p.rows])
-        except Exception as error:  # every waiting request fails; none is answered unaudited
-            log.error("audit batch of %d events not stored: %s", len(batch), type(error).__name__)
-            for pending in batch:
-                pending.future.set_exception(
-                    AuditUnavailable("the audit trail could not be stored")
-                )
-        else:
-            for pending in batch:
-                pending.future.set_result(None)
+def pg_statement(rows: Sequence[dict[str, Any]]) -> tuple[str | bytes, Any]:
+    """The PostgreSQL ``INSERT`` of ``rows`` (one statement) and its parameters."""
+    if len(rows) == 1:  # one write's event: plain parameters, no arrays to convert
+        return _PG_INSERT_ONE, _values(rows[0])
+    batch = orjson.dumps(
+        [
+            [
+                row["recorded"],
+                row["interaction"],
+                row["outcome"],
+                row["agent"],
+                row["patient"],
+                orjson.Fragment(row["content"]),
+            ]
+            for row in rows
+        ]
+    )
+    return _PG_INSERT, (batch.decode(),)

@@ -4,25 +4,40 @@ https://profiles.ihe.net/ITI/BALP/)."""
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 
 from sharedcare.db.engine import write_connection
 from sharedcare.fhir.definitions import is_resource_type
-from sharedcare.record.audit import AuditEntry, AuditWriter, write_audit
+from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.audit_search import refuse_trail_write
+from sharedcare.record.audit_writer import AuditWriter
 from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import Forbidden, RecordError, UnknownResourceType
+from sharedcare.record.search.connections import kept_connection
 from sharedcare.record.sqlstore import SqlStore
 
-__all__ = ["Gate"]
+__all__ = ["Gate", "was_audited"]
 
 T = TypeVar("T")
+
+#: Set on an exception whose interaction's failure AuditEvent the gate has stored (or queued).
+_AUDITED = "_sharedcare_audited"
+
+
+def was_audited(error: BaseException) -> bool:
+    """Whether the gate stored (or queued) the failure AuditEvent of ``error``'s interaction.
+
+    The API audits a refusal that never reached the gate itself
+    (:mod:`sharedcare.api.refusal_audit`); an error the gate audited is not audited twice.
+    """
+    return getattr(error, _AUDITED, False) is True
 
 
 _single_readers: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
@@ -46,7 +61,7 @@ class Gate:
         store: The SQL store.
         context: Who is asking, and why.
         audit_writer: Where AuditEvents with no write of their own (reads, searches,
-            failures) go: a group-commit :class:`~sharedcare.record.audit.AuditWriter` in the
+            failures) go: a group-commit :class:`~sharedcare.record.audit_writer.AuditWriter` in the
             API server. Without one, each is committed in a transaction of its own.
     """
 
@@ -61,7 +76,7 @@ class Gate:
         #: than wait for them, for a caller on an event loop that awaits them itself before
         #: it answers.
         self.defer_audit = False
-        self.pending_audits: list[Future[None]] = []
+        self.pending_audits: list[Future[None] | asyncio.Future[None]] = []
         #: An engine for one-statement reads to use instead of the store's: the API
         #: server's asyncio engine, for a search run in a greenlet on its event loop
         #: (``api.fhir``). It must be in autocommit.
@@ -97,6 +112,7 @@ class Gate:
             error.message if isinstance(error, RecordError) else type(error).__name__
         )
         self._audit_alone(entry)
+        setattr(error, _AUDITED, True)  # see was_audited
 
     def _audit_alone(self, entry: AuditEntry) -> None:
         """Store the AuditEvent of an interaction that writes nothing else; return once stored."""
@@ -109,14 +125,15 @@ class Gate:
         with write_connection(self.engine) as connection:
             write_audit(connection, self.context, [entry])
 
-    def _single_read(self) -> Connection:
+    def _single_read(self) -> AbstractContextManager[Connection]:
         """A connection for a read of one statement.
 
         On PostgreSQL it runs in autocommit: one statement sees one snapshot either way, and
-        this saves the ``BEGIN`` and ``ROLLBACK`` round trips around it.
+        this saves the ``BEGIN`` and ``ROLLBACK`` round trips around it. On the API server's
+        search engine the connection is kept for the next search (``search.connections``).
         """
         if self.reader is not None:
-            return self.reader.connect()
+            return kept_connection(self.reader)
         return _single_reader(self.engine).connect()
 
     @contextmanager

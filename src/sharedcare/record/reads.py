@@ -138,17 +138,18 @@ class ReadInteractions(Gate):
         """https://hl7.org/fhir/R4/http.html#read"""
         self._require_type(resource_type)
         entry = AuditEntry("read", "0", resource_type, id)
-
-        def work(connection: Connection) -> StoredResource:
-            stored = self.store.read(connection, resource_type, id)
+        # As :meth:`Gate._audited_read`, its one statement on the store's connections for
+        # reads by key (``SqlStore.read_current``).
+        with self._audited(entry):
+            self.ask_gate("read", resource_type, id)
+            stored = self.store.read_current(resource_type, id)
             if stored is None:
                 raise NotFound(f"{resource_type}/{id} does not exist")
             if stored.deleted:
                 raise Gone(f"{resource_type}/{id} was deleted")
             entry.patient = patient_of(stored)
+            self._audit_alone(entry)
             return stored
-
-        return self._audited_read(entry, work, single=True)
 
     def vread(self, resource_type: str, id: str, version: str) -> StoredResource:
         """https://hl7.org/fhir/R4/http.html#vread"""

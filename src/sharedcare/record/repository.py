@@ -206,8 +206,7 @@ class Repository(ReadInteractions):
     ) -> Outcome:
         if self.store.dialect == "postgresql":
             return self._update_locked(resource_type, id, resource, if_match, entry)
-        with self._single_read() as connection:
-            current = self.store.read(connection, resource_type, id)
+        current = self.store.read_current(resource_type, id)
         planned = self._plan_update(current, resource_type, id, resource, if_match, entry)
         if isinstance(planned, Outcome):
             self._audit_alone(entry)
@@ -327,8 +326,7 @@ class Repository(ReadInteractions):
         self._require_type(resource_type)
         entry = AuditEntry("delete", "0", resource_type, id)
         with self._audited(entry):
-            with self._single_read() as connection:
-                current = self.store.read(connection, resource_type, id)
+            current = self.store.read_current(resource_type, id)
             if current is not None and not current.deleted:
                 return False, None
             self.ask_gate("delete", resource_type, id)
@@ -338,8 +336,7 @@ class Repository(ReadInteractions):
     def _delete_once(
         self, resource_type: str, id: str, entry: AuditEntry, if_match: str | None
     ) -> StoredResource | None:
-        with self._single_read() as connection:
-            current = self.store.read(connection, resource_type, id)
+        current = self.store.read_current(resource_type, id)
         if if_match is not None:  # checked again if the write finds the version moved on
             _require_version(if_match, current)
         if current is None or current.deleted:

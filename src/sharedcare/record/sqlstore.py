@@ -62,7 +62,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from sharedcare.db.engine import driver_connection, driver_errors, write_connection
+from sharedcare.db.engine import driver_connection, driver_errors, key_reader, write_connection
 from sharedcare.db.tables import Resource, ResourceHistory, SearchParamId
 from sharedcare.fhir.definitions import resource_types, search_parameters
 from sharedcare.fhir.search_index import IndexValue
@@ -220,6 +220,25 @@ class SqlStore:
         if isinstance(content, str):
             content = content.encode()
         return StoredResource(t, i, version, updated, bool(deleted), content)
+
+    def read_current(self, resource_type: str, id: str) -> StoredResource | None:
+        """:meth:`read` outside any transaction, on a connection of its own: a read by id.
+
+        On PostgreSQL the statement runs on :func:`~sharedcare.db.engine.key_reader`'s
+        pool (autocommit, one generic plan per connection, no SQLAlchemy ``Connection``:
+        ``docs/decisions/0030-crud-request-path.md``); on SQLite on a connection of the
+        engine's pool.
+        """
+        if self.dialect != "postgresql":
+            with self.engine.connect() as connection:
+                return self.read(connection, resource_type, id)
+        with driver_errors(), key_reader(self.engine) as raw, raw.cursor() as cursor:
+            row = cursor.execute(sqlstore_pg.READ_ONE, (resource_type, id)).fetchone()
+        if row is None:
+            return None
+        t, i, version, updated, deleted, content = row
+        data = None if content is None else content.encode()
+        return StoredResource(t, i, version, updated, deleted, data)
 
     def read_locked(
         self, connection: Connection, resource_type: str, id: str

@@ -131,21 +131,25 @@ def fetch_rows(
     return list(connection.execute(query, params).all())
 
 
-async def _fetch_async(raw: psycopg.AsyncConnection[Any], sql: str, values: Any) -> list[Any]:
+async def _fetch_async(raw: psycopg.AsyncConnection[Any], sql: bytes, values: Any) -> list[Any]:
     async with raw.cursor() as cursor:
         await cursor.execute(sql, values)
         return await cursor.fetchall()
 
 
-def _driver_text(connection: Connection, query: Select[Any]) -> tuple[str, dict[str, Any]] | None:
+def _driver_text(connection: Connection, query: Select[Any]) -> tuple[bytes, dict[str, Any]] | None:
     """``query`` compiled for psycopg: its text and the values of the parameters it binds
-    itself (a resource type...); ``None`` if it needs SQLAlchemy to run it."""
+    itself (a resource type...); ``None`` if it needs SQLAlchemy to run it.
+
+    The text is kept encoded: psycopg encodes a ``str`` query on every execution and then
+    finds its converted form by the bytes' hash, which a new ``bytes`` object computes
+    again over the whole text; one kept ``bytes`` object computes it once."""
     try:
         return _TEXTS[query]
     except KeyError:
         pass
     compiled = query.compile(dialect=connection.dialect)
-    text: tuple[str, dict[str, Any]] | None = None
+    text: tuple[bytes, dict[str, Any]] | None = None
     sql = str(compiled)
     plain = not compiled._bind_processors and not compiled.escaped_bind_names
     if plain and "POSTCOMPILE" not in sql:
@@ -154,14 +158,14 @@ def _driver_text(connection: Connection, query: Select[Any]) -> tuple[str, dict[
             for bind in compiled.binds.values()
             if not bind.required
         }
-        text = (sql, constants)
+        text = (sql.encode(), constants)
     _TEXTS[query] = text
     return text
 
 
 #: Compiled texts by statement, for as long as the statement is kept (by its plan, or the
 #: include steps' cache, both bounded).
-_TEXTS: weakref.WeakKeyDictionary[Select[Any], tuple[str, dict[str, Any]] | None] = (
+_TEXTS: weakref.WeakKeyDictionary[Select[Any], tuple[bytes, dict[str, Any]] | None] = (
     weakref.WeakKeyDictionary()
 )
 
