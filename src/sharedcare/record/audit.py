@@ -87,8 +87,9 @@ class AuditEntry:
     entities: list[str] = field(default_factory=list)
 
 
-def audit_event(context: RequestContext, entry: AuditEntry, recorded: int) -> dict[str, Any]:
-    """Build the AuditEvent resource for ``entry``."""
+def _agent_list(context: RequestContext) -> list[dict[str, Any]]:
+    """The event's ``agent``: the requesting user, with organisation, role, purpose of use
+    and network address (BALP's "information recipient")."""
     agent: dict[str, Any] = {
         "type": {
             "coding": [
@@ -118,100 +119,17 @@ def audit_event(context: RequestContext, entry: AuditEntry, recorded: int) -> di
     }
     if context.organisation:
         agent["who"]["display"] = context.organisation
-    event: dict[str, Any] = {
-        "resourceType": "AuditEvent",
-        "type": {
-            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-            "code": "rest",
-            "display": "Restful Operation",
-        },
-        "subtype": [
-            {"system": "http://hl7.org/fhir/restful-interaction", "code": entry.interaction}
-        ],
-        "action": ACTIONS.get(entry.interaction, "E"),
-        "recorded": to_instant(recorded),
-        "outcome": entry.outcome,
-        "agent": [agent],
-        "source": {
-            "observer": {"display": "sharedcare"},
-            "type": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                    "code": "4",
-                    "display": "Application Server",
-                }
-            ],
-        },
-    }
-    if entry.description:
-        event["outcomeDesc"] = entry.description
-    entities: list[dict[str, Any]] = []
-    if entry.resource_type:
-        what = entry.resource_type
-        if entry.resource_id:
-            what += f"/{entry.resource_id}"
-            if entry.version_id:
-                what += f"/_history/{entry.version_id}"
-        entities.append(
-            {
-                "what": {"reference": what} if entry.resource_id else {"display": what},
-                "type": {
-                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                    "code": "2",
-                    "display": "System Object",
-                },
-            }
-        )
-    if entry.query:
-        entities.append(
-            {
-                "type": {
-                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                    "code": "2",
-                },
-                "role": {
-                    "system": "http://terminology.hl7.org/CodeSystem/object-role",
-                    "code": "24",
-                    "display": "Query",
-                },
-                "query": base64.b64encode(entry.query.encode()).decode(),
-            }
-        )
-    for reference in entry.entities:
-        entities.append(
-            {
-                "what": {"reference": reference},
-                "type": {
-                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                    "code": "2",
-                },
-            }
-        )
-    if entry.patient:
-        entities.append(
-            {
-                "what": {"reference": entry.patient},
-                "type": {
-                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                    "code": "1",
-                    "display": "Person",
-                },
-                "role": {
-                    "system": "http://terminology.hl7.org/CodeSystem/object-role",
-                    "code": "1",
-                    "display": "Patient",
-                },
-            }
-        )
-    if entities:
-        event["entity"] = entities
-    return event
+    return [agent]
+
+
+def audit_event(context: RequestContext, entry: AuditEntry, recorded: int) -> dict[str, Any]:
+    """The AuditEvent resource for ``entry``, as stored (the parsed ``content`` of its row)."""
+    return dict(orjson.loads(_event_json(context, entry, to_instant(recorded))))
 
 
 # The parts of an AuditEvent that never change, and the agent of each caller, serialised
 # once: :func:`audit_rows` splices them into the event's JSON as it is, so an event costs
-# the serialisation of what is its own (the interaction, the time, the entities). The
-# bytes are those of ``orjson.dumps(audit_event(...))``.
+# the serialisation of what is its own (the interaction, the time, the entities).
 _SUBTYPES: dict[str, orjson.Fragment] = {}
 
 
@@ -286,15 +204,13 @@ def _agent(context: RequestContext) -> orjson.Fragment:
     if found is None:
         if len(_AGENTS) >= _AGENTS_KEPT:
             _AGENTS.clear()
-        found = _AGENTS[key] = orjson.Fragment(
-            orjson.dumps(audit_event(context, AuditEntry("read", "0"), 0)["agent"])
-        )
+        found = _AGENTS[key] = orjson.Fragment(orjson.dumps(_agent_list(context)))
     return found
 
 
 def _event_json(context: RequestContext, entry: AuditEntry, instant: str) -> bytes:
-    """``orjson.dumps(audit_event(context, entry, recorded))``, ``instant`` being
-    ``to_instant(recorded)``, with the fixed parts and the agent spliced in ready-made."""
+    """The AuditEvent's JSON for ``entry`` recorded at ``instant`` (``to_instant`` of its
+    time), with the fixed parts and the agent spliced in ready-made."""
     interaction = entry.interaction
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
@@ -356,7 +272,7 @@ def audit_rows(
 ) -> list[dict[str, Any]]:
     """The ``audit_event`` rows for ``entries``, recorded at ``recorded`` (default: now).
 
-    Each row's ``content`` is ``orjson.dumps(audit_event(context, entry, recorded))``.
+    Each row's ``content`` is the JSON of ``audit_event(context, entry, recorded)``.
     """
     recorded = now_us() if recorded is None else recorded
     instant = _instant(recorded)
