@@ -9,6 +9,7 @@ them, with ``meta``), and the share of the 150 us/resource budget they use.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,8 @@ from sharedcare.fhir.validation import validate
 from sharedcare.fhir.xml_format import xml_to_json
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a file, `tests.support` (the ingest traffic) needs it
+    sys.path.insert(0, str(ROOT))
 EXAMPLES = Path("/work/shared/conformance/uk-core/examples")
 BUDGET_US = 150.0  # the whole per-resource budget at 3,000 resources/s on 2 cores, store included
 

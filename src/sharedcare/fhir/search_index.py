@@ -46,27 +46,42 @@ expressions outside the compiled subset are evaluated with fhirpathpy.
 
 from __future__ import annotations
 
-import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from functools import cache
 from itertools import product
-from typing import Any, NamedTuple
+from typing import Any
 
 from sharedcare.fhir.definitions import SearchParam, node_for_type, search_parameters
 from sharedcare.fhir.definitions.model import ObjectNode
+from sharedcare.fhir.index_values import (
+    _NORMALISERS,
+    CompositeValue,
+    DateValue,
+    IndexValue,
+    Normaliser,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+    normalize_string,
+)
+from sharedcare.fhir.internals.index_sinks import sink
 from sharedcare.fhir.internals.pathcompile import (
+    Emitter,
     Extractor,
     Item,
     NotCompilable,
     compile_branch,
+    compile_emitter,
     fhirpath_fallback,
+    is_context,
     root_keys,
     split_top,
 )
-from sharedcare.fhir.internals.primitives import DATE_MAX, DATE_MIN, date_range
-from sharedcare.fhir.references import CONTAINED, parse_reference
+from sharedcare.fhir.internals.primitives import DATE_MAX, DATE_MIN
 
 __all__ = [
     "DATE_MAX",
@@ -86,325 +101,6 @@ __all__ = [
 ]
 
 
-class StringValue(NamedTuple):
-    """A string parameter value (https://hl7.org/fhir/R4/search.html#string)."""
-
-    param: str
-    normalized: str
-    exact: str
-
-
-class TokenValue(NamedTuple):
-    """A token parameter value (https://hl7.org/fhir/R4/search.html#token)."""
-
-    param: str
-    system: str | None
-    code: str | None
-    text: str | None
-
-
-class ReferenceValue(NamedTuple):
-    """A reference parameter value (https://hl7.org/fhir/R4/search.html#reference)."""
-
-    param: str
-    target_type: str | None
-    target_id: str | None
-    version: str | None
-    url: str | None
-
-
-class DateValue(NamedTuple):
-    """A date parameter value as an epoch-microsecond ``[low, high)`` range
-    (https://hl7.org/fhir/R4/search.html#date)."""
-
-    param: str
-    low: int
-    high: int
-
-
-class NumberValue(NamedTuple):
-    """A number parameter value (https://hl7.org/fhir/R4/search.html#number)."""
-
-    param: str
-    value: Decimal
-
-
-class QuantityValue(NamedTuple):
-    """A quantity parameter value (https://hl7.org/fhir/R4/search.html#quantity)."""
-
-    param: str
-    value: Decimal
-    system: str | None
-    code: str | None
-    unit: str | None
-
-
-class UriValue(NamedTuple):
-    """A uri parameter value (https://hl7.org/fhir/R4/search.html#uri)."""
-
-    param: str
-    uri: str
-
-
-class CompositeValue(NamedTuple):
-    """A composite parameter value (https://hl7.org/fhir/R4/search.html#composite)."""
-
-    param: str
-    components: tuple[IndexValue, ...]
-
-
-IndexValue = (
-    StringValue
-    | TokenValue
-    | ReferenceValue
-    | DateValue
-    | NumberValue
-    | QuantityValue
-    | UriValue
-    | CompositeValue
-)
-
-_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
-_ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
-_URI_TYPES = frozenset({"uri", "url", "canonical", "oid", "uuid"})
-_QUANTITY_TYPES = frozenset(
-    {"Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuantity", "MoneyQuantity"}
-)
-
-
-def normalize_string(text: str) -> str:
-    """Lower-case and accent-fold text for string matching."""
-    if text.isascii():
-        return text.lower()
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
-def _infer(value: Any) -> str:
-    """Guess the FHIR type of a fallback (fhirpathpy) result from its JSON shape."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "decimal"
-    if isinstance(value, str):
-        return "string"
-    if not isinstance(value, dict):
-        return ""
-    if "resourceType" in value:
-        return "Resource"
-    if "coding" in value:
-        return "CodeableConcept"
-    if "reference" in value or ("identifier" in value and "display" in value):
-        return "Reference"
-    if "family" in value or "given" in value:
-        return "HumanName"
-    if "line" in value or "city" in value or "postalCode" in value:
-        return "Address"
-    if "start" in value or "end" in value:
-        return "Period"
-    if "low" in value or "high" in value:
-        return "Range"
-    if "value" in value and ("unit" in value or "code" in value):
-        return "Quantity"
-    if "code" in value:
-        return "Coding"
-    if "system" in value and "value" in value:
-        return "Identifier"
-    if "event" in value or "repeat" in value:
-        return "Timing"
-    return ""
-
-
-def _decimal(value: Any) -> Decimal | None:
-    """JSON numbers (and fhirpathpy Decimals) to finite Decimals; anything else to None."""
-    tv = type(value)
-    if tv is Decimal:
-        return value if value.is_finite() else None
-    if tv is not int and tv is not float:
-        return None
-    try:
-        d = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return d if d.is_finite() else None
-
-
-def _s(value: Any) -> str | None:
-    return value if type(value) is str else None
-
-
-def _list(value: Any) -> list[Any]:
-    return value if type(value) is list else []
-
-
-def _strings(p: str, items: list[Item], out: list[Any]) -> None:
-    for value, leaf in items:
-        tc = leaf.type_code or _infer(value)
-        if type(value) is str:
-            out.append(StringValue(p, normalize_string(value), value))
-        elif type(value) is dict:
-            parts = _NAME_PARTS if tc == "HumanName" else _ADDRESS_PARTS if tc == "Address" else ()
-            for part in parts:
-                v = value.get(part)
-                for s in v if type(v) is list else (v,):
-                    if type(s) is str:
-                        out.append(StringValue(p, normalize_string(s), s))
-
-
-def _text(value: Any) -> str | None:
-    return normalize_string(value) if type(value) is str else None
-
-
-def _coding(p: str, c: Any, out: list[Any]) -> None:
-    if type(c) is dict:
-        system, code = _s(c.get("system")), _s(c.get("code"))
-        if code is not None or system is not None:
-            out.append(TokenValue(p, system, code, _text(c.get("display"))))
-
-
-def _tokens(p: str, items: list[Item], out: list[Any]) -> None:
-    for value, leaf in items:
-        tv = type(value)
-        if tv is str:
-            out.append(TokenValue(p, leaf.system, value, None))
-            continue
-        if tv is bool:
-            out.append(TokenValue(p, None, "true" if value else "false", None))
-            continue
-        if tv is not dict:
-            if tv is int or tv is float:
-                out.append(TokenValue(p, None, str(value), None))
-            continue
-        tc = leaf.type_code or _infer(value)
-        if tc == "CodeableConcept":
-            for c in _list(value.get("coding")):
-                _coding(p, c, out)
-            if type(value.get("text")) is str:
-                out.append(TokenValue(p, None, None, _text(value["text"])))
-        elif tc == "Coding":
-            _coding(p, value, out)
-        elif tc == "Identifier":
-            system, code = _s(value.get("system")), _s(value.get("value"))
-            if code is not None or system is not None:
-                typ = value.get("type")
-                text = _text(typ.get("text")) if type(typ) is dict else None
-                out.append(TokenValue(p, system, code, text))
-        elif tc == "ContactPoint" and type(value.get("value")) is str:
-            out.append(TokenValue(p, None, value["value"], None))
-
-
-def _references(p: str, items: list[Item], out: list[Any]) -> None:
-    for value, leaf in items:
-        if type(value) is str:
-            out.append(ReferenceValue(p, None, None, None, value))
-            continue
-        if type(value) is not dict:
-            continue
-        tc = leaf.type_code or _infer(value)
-        if tc == "Resource" or "resourceType" in value:
-            rid = value.get("id")
-            if type(rid) is str and type(value.get("resourceType")) is str:
-                out.append(ReferenceValue(p, value["resourceType"], rid, None, None))
-            continue
-        ref = value.get("reference")
-        if type(ref) is str:
-            parsed = parse_reference(ref)
-            if parsed is not None and parsed.kind != CONTAINED:
-                rtype = parsed.resource_type or _s(value.get("type"))
-                out.append(ReferenceValue(p, rtype, parsed.id, parsed.version, parsed.url))
-        ident = value.get("identifier")
-        if type(ident) is dict and type(ident.get("value")) is str:
-            out.append(TokenValue(p + ":identifier", _s(ident.get("system")), ident["value"], None))
-
-
-def _dates(p: str, items: list[Item], out: list[Any]) -> None:
-    for value, leaf in items:
-        if type(value) is str:
-            r = date_range(value)
-            if r is not None:
-                out.append(DateValue(p, r[0], r[1]))
-            continue
-        if type(value) is not dict:
-            continue
-        tc = leaf.type_code or _infer(value)
-        if tc == "Period":
-            _period(p, value, out)
-        elif tc == "Timing":
-            for ev in _list(value.get("event")):
-                r = date_range(ev) if type(ev) is str else None
-                if r is not None:
-                    out.append(DateValue(p, r[0], r[1]))
-            rep = value.get("repeat")
-            if type(rep) is dict and type(rep.get("boundsPeriod")) is dict:
-                _period(p, rep["boundsPeriod"], out)
-
-
-def _period(p: str, value: dict[str, Any], out: list[Any]) -> None:
-    start, end = value.get("start"), value.get("end")
-    lo = date_range(start) if type(start) is str else None
-    hi = date_range(end) if type(end) is str else None
-    if lo is None and hi is None:
-        return
-    out.append(DateValue(p, lo[0] if lo else DATE_MIN, hi[1] if hi else DATE_MAX))
-
-
-def _numbers(p: str, items: list[Item], out: list[Any]) -> None:
-    for value, _leaf in items:
-        if type(value) is dict:  # Range (RiskAssessment.probability): its low and high
-            for end in (value.get("low"), value.get("high")):
-                d = _decimal(end.get("value")) if type(end) is dict else None
-                if d is not None:
-                    out.append(NumberValue(p, d))
-            continue
-        d = _decimal(value)
-        if d is not None:
-            out.append(NumberValue(p, d))
-
-
-def _quantity(p: str, q: Any, out: list[Any]) -> None:
-    if type(q) is dict:
-        d = _decimal(q.get("value"))
-        if d is not None:
-            out.append(
-                QuantityValue(p, d, _s(q.get("system")), _s(q.get("code")), _s(q.get("unit")))
-            )
-
-
-def _quantities(p: str, items: list[Item], out: list[Any]) -> None:
-    for value, leaf in items:
-        if type(value) is not dict:
-            continue
-        tc = leaf.type_code or _infer(value)
-        if tc in _QUANTITY_TYPES:
-            _quantity(p, value, out)
-        elif tc == "Range":
-            _quantity(p, value.get("low"), out)
-            _quantity(p, value.get("high"), out)
-        elif tc == "Money":
-            d = _decimal(value.get("value"))
-            if d is not None:
-                cur = _s(value.get("currency"))
-                out.append(QuantityValue(p, d, "urn:iso:std:iso:4217", cur, cur))
-
-
-def _uris(p: str, items: list[Item], out: list[Any]) -> None:
-    for value, _leaf in items:
-        if type(value) is str:
-            out.append(UriValue(p, value))
-
-
-Normaliser = Callable[[str, list[Item], list[Any]], None]
-_NORMALISERS: dict[str, Normaliser] = {
-    "string": _strings,
-    "token": _tokens,
-    "reference": _references,
-    "date": _dates,
-    "number": _numbers,
-    "quantity": _quantities,
-    "uri": _uris,
-}
-
-
 # (normaliser, extractor, evaluated on the resource root)
 _Component = tuple[Normaliser, Extractor, bool]
 
@@ -422,12 +118,41 @@ class _Compiled:
     #: The resource's top-level keys the parameter can take values from: a resource with
     #: none of them has no value for it. ``None``: any resource may have values.
     roots: frozenset[str] | None = None
+    #: ``emit(resource, out)``: the same values as ``normalise(code, extract(resource))``
+    #: (for composites, as :func:`_composite`), appended to ``out`` without the items.
+    emit: Emitter | None = None
 
 
 def _roots(expr: str, root: ObjectNode, names: frozenset[str]) -> frozenset[str] | None:
     keys: set[str] = set()
     for branch in split_top(expr, "|"):
         found = root_keys(branch, root, names)
+        if found is None:
+            return None
+        keys |= found
+    return frozenset(keys)
+
+
+def _composite_roots(
+    sp: SearchParam, root: ObjectNode, names: frozenset[str]
+) -> frozenset[str] | None:
+    """Top-level keys a composite needs when its base is the resource itself.
+
+    A composite value needs a value of every component, so when each base branch is either
+    the resource (its components are then evaluated on the resource) or starts from known
+    keys, the resource must have one of: the keys of those branches, or the keys one such
+    component starts from. ``None`` when that cannot be said.
+    """
+    assert sp.expression is not None
+    keys: set[str] = set()
+    for branch in split_top(sp.expression, "|"):
+        found = root_keys(branch, root, names)
+        if found is None and is_context(branch, root, names):
+            for comp in reversed(sp.components):  # the value component: usually absent
+                expr = comp.expression.removeprefix(_RESOURCE_VAR)
+                found = _roots(expr, root, names)
+                if found is not None:
+                    break
         if found is None:
             return None
         keys |= found
@@ -456,6 +181,102 @@ def _compile_expr(
         return out
 
     return union, fast
+
+
+def _compile_emit(
+    expr: str, ctx: ObjectNode, names: frozenset[str], ptype: str, code: str
+) -> Emitter:
+    """``emit(obj, out)``: the values of parameter ``code`` (of type ``ptype``) that
+    ``expr`` gives on an object of shape ``ctx``, as :func:`_compile_expr` and the
+    normaliser would give them; one emitter per union branch."""
+    normalise = _NORMALISERS.get(ptype)
+    if normalise is None:
+        return _emit_nothing
+    emitters: list[Emitter] = []
+    for branch in split_top(expr, "|"):
+        try:
+            em = compile_emitter(branch, ctx, names, lambda leaf: sink(ptype, code, leaf))
+        except NotCompilable:
+            em = None
+        if em is None:
+            try:
+                ex = compile_branch(branch, ctx, names)[0]
+            except NotCompilable:
+                ex = fhirpath_fallback(branch)
+            em = _items_emitter(code, ex, normalise)
+        emitters.append(em)
+    if len(emitters) == 1:
+        return emitters[0]
+    first, *rest = emitters
+
+    def union(obj: Any, out: list[Any]) -> None:
+        first(obj, out)
+        for em in rest:
+            em(obj, out)
+
+    return union
+
+
+def _emit_nothing(obj: Any, out: list[Any]) -> None:
+    return None
+
+
+def _items_emitter(code: str, extract: Extractor, normalise: Normaliser) -> Emitter:
+    def emit(obj: Any, out: list[Any]) -> None:
+        items = extract(obj)
+        if items:
+            normalise(code, items, out)
+
+    return emit
+
+
+def _composite_emitter(
+    c: _Compiled, sp: SearchParam, root: ObjectNode, names: frozenset[str]
+) -> Emitter:
+    """``emit(resource, out)`` of a composite: :func:`_composite` with component emitters
+    (the base extractors are those of ``c.composite``, in the same order)."""
+    assert sp.expression is not None
+    code = c.code
+    branches: list[tuple[Extractor, tuple[tuple[Emitter, bool], ...]]] = []
+    for (base, _comps), branch in zip(c.composite, split_top(sp.expression, "|"), strict=True):
+        try:
+            ends = compile_branch(branch, root, names)[1]
+            end = ends[0] if len(ends) == 1 else None
+        except NotCompilable:
+            end = None
+        comps: list[tuple[Emitter, bool]] = []
+        for comp in sp.components:
+            on_root = comp.expression.startswith(_RESOURCE_VAR)
+            expr = comp.expression[len(_RESOURCE_VAR) :] if on_root else comp.expression
+            ctx = root if on_root else end
+            if ctx is None:
+                norm = _NORMALISERS.get(comp.type, _no_values)
+                comps.append(
+                    (_items_emitter(code, fhirpath_fallback(comp.expression), norm), False)
+                )
+                continue
+            em = _compile_emit(expr, ctx, names if on_root else frozenset(), comp.type, code)
+            comps.append((em, on_root))
+        branches.append((base, tuple(reversed(comps))))
+
+    def emit(resource: Any, out: list[Any]) -> None:
+        for base, comps in branches:
+            items = base(resource)
+            if not items:
+                continue
+            for value, _leaf in items:
+                parts: list[list[Any]] = []
+                for em, on_root in comps:
+                    vals: list[Any] = []
+                    em(resource if on_root else value, vals)
+                    if not vals:
+                        break
+                    parts.append(vals)
+                else:
+                    parts.reverse()
+                    out.extend(CompositeValue(code, combo) for combo in product(*parts))
+
+    return emit
 
 
 _RESOURCE_VAR = "%resource."
@@ -502,34 +323,49 @@ def _compiled(resource_type: str) -> tuple[_Compiled, ...]:
         if sp.expression is None:
             continue
         roots = _roots(sp.expression, root, names)
+        if sp.type == "composite" and roots is None:
+            roots = _composite_roots(sp, root, names)
         if sp.type == "composite":
             branches, fast = _compile_composite(sp, root, names)
-            out.append(_Compiled(sp.code, sp.type, _nothing, _no_values, fast, branches, roots))
+            c = _Compiled(sp.code, sp.type, _nothing, _no_values, fast, branches, roots)
+            c.emit = _composite_emitter(c, sp, root, names)
+            out.append(c)
         elif sp.type in _NORMALISERS:
             extract, fast = _compile_expr(sp.expression, root, names)
-            out.append(_Compiled(sp.code, sp.type, extract, _NORMALISERS[sp.type], fast, (), roots))
+            normalise = _NORMALISERS[sp.type]
+            emit = _compile_emit(sp.expression, root, names, sp.type, sp.code)
+            out.append(_Compiled(sp.code, sp.type, extract, normalise, fast, (), roots, emit))
     return tuple(out)
 
 
-# (resource type, its top-level keys) -> the parameters that can have values. Resources of
-# one feed share a handful of shapes; the bound only stops unusual traffic growing it.
-_ACTIVE: dict[tuple[str, frozenset[str]], tuple[_Compiled, ...]] = {}
+# (resource type, its top-level keys) -> the parameters that can have values and their
+# emitters. Resources of one feed share a handful of shapes; the bound only stops unusual
+# traffic growing it.
+_Plan = tuple[tuple[_Compiled, ...], tuple[Emitter, ...]]
+_ACTIVE: dict[tuple[str, frozenset[str]], _Plan] = {}
 _ACTIVE_LIMIT = 4096
 
 
-def _active(rtype: str, resource: dict[str, Any]) -> tuple[_Compiled, ...]:
-    """The compiled parameters of ``rtype`` that can take values from this resource."""
+def _plan(rtype: str, resource: dict[str, Any]) -> _Plan:
+    """The compiled parameters of ``rtype`` that can take values from this resource, and
+    their emitters."""
     key = (rtype, frozenset(resource))
     found = _ACTIVE.get(key)
     if found is None:
         keys = key[1]
-        found = tuple(
+        params = tuple(
             c for c in _compiled(rtype) if c.roots is None or not c.roots.isdisjoint(keys)
         )
+        found = params, tuple(c.emit for c in params if c.emit is not None)
         if len(_ACTIVE) >= _ACTIVE_LIMIT:
             _ACTIVE.clear()
         _ACTIVE[key] = found
     return found
+
+
+def _active(rtype: str, resource: dict[str, Any]) -> tuple[_Compiled, ...]:
+    """The compiled parameters of ``rtype`` that can take values from this resource."""
+    return _plan(rtype, resource)[0]
 
 
 def _nothing(obj: Any) -> list[Item]:
@@ -553,12 +389,16 @@ def extract_index(resource: dict[str, Any]) -> list[IndexValue]:
     rtype = resource.get("resourceType")
     if type(rtype) is not str:
         return []
-    return extract_params(resource, _active(rtype, resource))
+    out: list[Any] = []
+    for emit in _plan(rtype, resource)[1]:
+        emit(resource, out)
+    return list(dict.fromkeys(out))  # drop exact duplicates, keep first-seen order
 
 
 def extract_params(resource: dict[str, Any], params: Iterable[Any]) -> list[Any]:
-    """Index values of ``resource`` for the compiled parameters ``params`` (see
-    :func:`extract_index`, which passes those whose root elements are present)."""
+    """Index values of ``resource`` for the compiled parameters ``params`` by the items
+    path (each parameter's extractor, then its normaliser): the reference that
+    :func:`extract_index`'s emitters are tested against."""
     out: list[Any] = []
     for c in params:
         if c.composite:

@@ -198,6 +198,18 @@ def root_keys(expr: str, root: ObjectNode, root_names: frozenset[str]) -> frozen
     return frozenset(alt[0] for alt in ops[0][1])
 
 
+def is_context(expr: str, root: ObjectNode, root_names: frozenset[str]) -> bool:
+    """Whether a branch denotes the context object itself (``Observation`` on an
+    Observation): its extractor yields exactly that object."""
+    if _EXISTS_NOT_FALSE.fullmatch(expr.strip()) is not None:
+        return False
+    try:
+        ops, _alts = _resolve(expr, root, root_names)
+    except NotCompilable:
+        return False
+    return not ops
+
+
 def _resolve(
     expr: str, root: ObjectNode, root_names: frozenset[str]
 ) -> tuple[list[tuple[str, Any]], list[Alt]]:
@@ -254,22 +266,62 @@ def _exists_not_false(inner: Extractor) -> Extractor:
     return run
 
 
-def _generate(ops: list[tuple[str, Any]]) -> Extractor | None:
+Sink = Callable[[Any, list[Any]], None]
+#: Emits the values of one branch straight into a list: ``emit(obj, out)``.
+Emitter = Callable[[Any, list[Any]], None]
+
+
+def compile_emitter(
+    expr: str,
+    root: ObjectNode,
+    root_names: frozenset[str],
+    sink_for: Callable[[Leaf], Sink],
+) -> Emitter | None:
+    """Compile one union branch into a function that hands each value to a sink.
+
+    Like :func:`compile_branch`, but instead of building ``(value, Leaf)`` items the
+    generated loops call ``sink_for(leaf)(value, out)`` for each value, in the same order,
+    so a caller can choose a handler per position at compile time (the FHIR type is known).
+
+    Returns:
+        The emitter, or ``None`` when the branch is outside what the generated loops do
+        (``[n]`` indexing, existence tests, the context itself): use
+        :func:`compile_branch` then.
+
+    Raises:
+        NotCompilable: If the branch is outside the compiled subset.
+    """
+    if _EXISTS_NOT_FALSE.fullmatch(expr.strip()) is not None:
+        return None
+    ops, _alts = _resolve(expr, root, root_names)
+    if not ops:
+        return None
+    emitter: Emitter | None = _generate(ops, sink_for)
+    return emitter
+
+
+def _generate(ops: list[tuple[str, Any]], sink_for: Callable[[Leaf], Sink] | None = None) -> Any:
     """Generate a nested-loop Python function for a plan without ``[n]`` indexing.
 
     The source is built only from element names of the packaged R4 model and ``repr()`` of
     expression literals, so it is safe to ``exec``. Returns ``None`` when the plan needs
-    collection-wide operations (indexing).
+    collection-wide operations (indexing). Without ``sink_for`` the function returns
+    ``(value, Leaf)`` items; with it, ``emit(x0, out)`` calls the sink of each position.
     """
     if any(op == "index" for op, _arg in ops):
         return None
     env: dict[str, Any] = {"reference_type": reference_type}
-    lines = ["def extract(x0):", "    out = []"]
+    lines = ["def extract(x0):", "    out = []"] if sink_for is None else ["def extract(x0, out):"]
 
     def emit(i: int, cur: str, leaf: str, depth: int) -> None:
         pad = "    " * depth
         if i == len(ops):
-            lines.append(f"{pad}out.append(({cur}, {leaf}))")
+            if sink_for is None:
+                lines.append(f"{pad}out.append(({cur}, {leaf}))")
+            else:
+                name = f"S{len(env)}"
+                env[name] = sink_for(env[leaf])
+                lines.append(f"{pad}{name}({cur}, out)")
             return
         op, arg = ops[i]
         if op == "hop":
@@ -293,10 +345,10 @@ def _generate(ops: list[tuple[str, Any]]) -> Extractor | None:
 
     env["UNKNOWN"] = UNKNOWN
     emit(0, "x0", "UNKNOWN", 1)
-    lines.append("    return out")
+    if sink_for is None:
+        lines.append("    return out")
     exec("\n".join(lines), env)  # noqa: S102 - source generated from the packaged model only
-    fn: Extractor = env["extract"]
-    return fn
+    return env["extract"]
 
 
 def _plan(ops: list[tuple[str, Any]]) -> Extractor:
@@ -314,7 +366,7 @@ def _plan(ops: list[tuple[str, Any]]) -> Extractor:
             return [(v, leaf)]
 
         return single
-    generated = _generate(ops)
+    generated: Extractor | None = _generate(ops)
     if generated is not None:
         return generated
     plan: list[tuple[str, Any]] = [

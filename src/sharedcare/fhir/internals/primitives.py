@@ -258,59 +258,40 @@ def _day_us(year: int, month: int, day: int) -> int:
     return _date_us(year, month, day)
 
 
+_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]+))?(?:Z|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+
 def _time_range(text: str, n: int) -> tuple[int, int] | None:
     """``date_range`` of the usual ``YYYY-MM-DDThh:mm:ss[.f+](Z|+hh:mm|-hh:mm)`` in plain
     arithmetic; ``None`` for any other shape (leap seconds, odd offsets...), which
     ``date_range`` then reads with ``datetime.fromisoformat`` as before."""
-    if (
-        text[4] != "-"
-        or text[7] != "-"
-        or text[13] != ":"
-        or text[16] != ":"
-        or not text[0:4].isdigit()
-        or not text[5:7].isdigit()
-        or not text[8:10].isdigit()
-        or not text[11:13].isdigit()
-        or not text[14:16].isdigit()
-        or not text[17:19].isdigit()
-        or not text[:19].isascii()
-    ):
+    m = _TIME.fullmatch(text)
+    if m is None:
         return None
-    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    year, month, mday, hh, mm, ss, frac, sign, zh, zm = m.groups()
+    hour, minute, second = int(hh), int(mm), int(ss)
     if hour > 23 or minute > 59 or second > 59:
         return None
-    end = 19
     step = _SECOND_US
     fraction = 0
-    if n > 19 and text[19] == ".":
-        end = 20
-        while end < n and "0" <= text[end] <= "9":
-            end += 1
-        digits = end - 20
-        if digits == 0 or digits > 6:
+    if frac is not None:
+        digits = len(frac)
+        if digits > 6:
             return None
-        fraction = int(text[20:end]) * 10 ** (6 - digits)
         step = 10 ** (6 - digits)
-    zone = text[end:]
-    if zone == "Z":
-        offset = 0
-    elif (
-        len(zone) == 6
-        and zone[0] in "+-"
-        and zone[3] == ":"
-        and zone[1:3].isdigit()
-        and zone[4:6].isdigit()
-        and zone[1:].isascii()
-    ):
-        zone_hours, zone_minutes = int(zone[1:3]), int(zone[4:6])
+        fraction = int(frac) * step
+    offset = 0
+    if sign is not None:
+        zone_hours, zone_minutes = int(zh), int(zm)
         if zone_hours > 23 or zone_minutes > 59:
             return None
         offset = (zone_hours * 60 + zone_minutes) * 60 * _SECOND_US
-        if zone[0] == "-":
+        if sign == "-":
             offset = -offset
-    else:
-        return None
-    day = _day_us(int(text[0:4]), int(text[5:7]), int(text[8:10]))  # ValueError: not a date
+    day = _day_us(int(year), int(month), int(mday))  # ValueError: not a date
     low = day + ((hour * 60 + minute) * 60 + second) * _SECOND_US + fraction - offset
     return low, low + step
 
