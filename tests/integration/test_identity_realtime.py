@@ -23,6 +23,7 @@ from sharedcare.api.app import create_app
 from sharedcare.cli.main import app as cli
 from sharedcare.config import Settings
 from sharedcare.db.tables import (
+    AuditRecord,
     IdentityGolden,
     IdentityLink,
     IdentityState,
@@ -30,6 +31,7 @@ from sharedcare.db.tables import (
     Resource,
 )
 from sharedcare.identity import realtime
+from sharedcare.identity import store as rows
 from sharedcare.identity.batch import link_all
 from sharedcare.identity.golden import GOLDEN_SOURCE
 from sharedcare.identity.nhs_number import NHS_NUMBER_SYSTEM
@@ -394,3 +396,43 @@ def test_concurrent_writes_through_two_workers_leave_a_consistent_index(database
         assert (report.matched, report.removed) == (0, 0)
     finally:
         engine.dispose()
+
+
+def test_patient_states_give_version_deletion_and_linked_version(client: TestClient) -> None:
+    """The one statement a real-time match reads before deciding what to place."""
+    engine, _ = _state(client)
+    assert client.put("/fhir/Patient/gp-a", json=patient("gp-a")).status_code == 201
+    manager = plugin_manager()
+    manager.unregister(realtime)  # gp-a's second version and gp-b are not matched
+    try:
+        assert client.put("/fhir/Patient/gp-a", json=patient("gp-a", given="Alex")).is_success
+        assert client.put("/fhir/Patient/gp-b", json=patient("gp-b", nhs=None)).is_success
+        assert client.delete("/fhir/Patient/gp-b").is_success
+    finally:
+        manager.register(realtime, name="sharedcare.identity.realtime")
+    with engine.connect() as connection:
+        states = rows.patient_states(connection, ["gp-a", "gp-b", "absent"])
+    assert states == {
+        "gp-a": rows.PatientState(version=2, deleted=False, linked_version=1),
+        "gp-b": rows.PatientState(version=2, deleted=True, linked_version=None),
+    }
+
+
+def test_a_new_golden_record_is_created_at_version_one_with_its_audit_event(
+    client: TestClient,
+) -> None:
+    """A golden id handed out in the transaction is written without reading it first."""
+    engine, _ = _state(client)
+    assert client.put("/fhir/Patient/gp-a", json=patient("gp-a")).status_code == 201
+    ((golden_id, _),) = links(engine).values()
+    with engine.connect() as connection:
+        stored = connection.execute(
+            select(Resource.version_id, Resource.deleted).where(
+                Resource.resource_type == "Patient", Resource.id == golden_id
+            )
+        ).one()
+        audits = connection.execute(
+            select(AuditRecord.interaction).where(AuditRecord.patient == f"Patient/{golden_id}")
+        ).all()
+    assert (stored.version_id, stored.deleted) == (1, False)
+    assert [a.interaction for a in audits] == ["create"]

@@ -67,26 +67,23 @@ def sync_patients(
     report.golden = len(ids) - len(sources)
     if not sources:
         return report
-    versions = rows.patient_versions(work.connection, sources)
-    linked = rows.link_rows(work.connection, sources)
+    states = rows.patient_states(work.connection, sources)
     todo: list[str] = []
     gone: list[str] = []
     for source_id in sources:
-        current = versions.get(source_id)
-        link = linked.get(source_id)
-        if current is None:
+        state = states.get(source_id)
+        if state is None:
             continue
-        version, deleted = current
-        if deleted:
-            if link is not None:
+        if state.deleted:
+            if state.linked_version is not None:
                 gone.append(source_id)
-        elif link is None or link.source_version != version:
+        elif state.linked_version != state.version:
             todo.append(source_id)
     known: dict[str, SourcePatient] = {}
     if written:
         for i in todo:
             held = written.get(i)
-            if held is not None and held[1] and held[0] == versions[i][0]:
+            if held is not None and held[1] and held[0] == states[i].version:
                 known[i] = SourcePatient(i, held[0], orjson.loads(held[1]))
     unread = [("Patient", i) for i in todo if i not in known]
     stored = work.store.read_many(work.connection, unread) if unread else {}

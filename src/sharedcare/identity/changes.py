@@ -53,6 +53,8 @@ class PendingChanges:
     removed: set[str] = field(default_factory=set)
     affected: set[str] = field(default_factory=set)
     goldens: set[str] = field(default_factory=set)
+    # Golden ids first handed out in this transaction: no resource can hold them yet.
+    minted: set[str] = field(default_factory=set)
     reviews: list[dict[str, Any]] = field(default_factory=list)
     trail: list[rows.TrailEntry] = field(default_factory=list)
     audits: list[AuditEntry] = field(default_factory=list)

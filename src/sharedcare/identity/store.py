@@ -35,6 +35,7 @@ __all__ = [
     "TRAIL",
     "LinkRow",
     "OpenMerge",
+    "PatientState",
     "SourceRow",
     "TrailEntry",
     "bump_version",
@@ -47,7 +48,7 @@ __all__ = [
     "link_rows",
     "open_merges",
     "pair_queued_or_rejected",
-    "patient_versions",
+    "patient_states",
     "refresh_links",
     "removed_since",
     "source_rows",
@@ -226,8 +227,15 @@ def source_rows(connection: Connection, changed_after: int | None = None) -> Ite
 _LINKS = select(
     LINK.c.source_id, LINK.c.source_system, LINK.c.source_version, LINK.c.golden_id
 ).where(LINK.c.source_id.in_(bindparam("ids", expanding=True)))
-_VERSIONS = select(RESOURCE.c.id, RESOURCE.c.version_id, RESOURCE.c.deleted).where(
-    RESOURCE.c.resource_type == "Patient", RESOURCE.c.id.in_(bindparam("ids", expanding=True))
+# A Patient's current version beside its link's, in one statement (a real-time match
+# reads both for the Patient or two of a request, where each statement is most of the cost).
+_STATES = (
+    select(RESOURCE.c.id, RESOURCE.c.version_id, RESOURCE.c.deleted, LINK.c.source_version)
+    .select_from(RESOURCE.outerjoin(LINK, LINK.c.source_id == RESOURCE.c.id))
+    .where(
+        RESOURCE.c.resource_type == "Patient",
+        RESOURCE.c.id.in_(bindparam("ids", expanding=True)),
+    )
 )
 _REFRESH = (
     update(LINK)
@@ -236,12 +244,21 @@ _REFRESH = (
 )
 
 
-def patient_versions(connection: Connection, ids: Sequence[str]) -> dict[str, tuple[int, bool]]:
-    """Current version and deleted flag of each Patient in ``ids`` that exists."""
-    found: dict[str, tuple[int, bool]] = {}
+@dataclass(frozen=True, slots=True)
+class PatientState:
+    """A Patient's current version, whether it is deleted, and the version it is linked at."""
+
+    version: int
+    deleted: bool
+    linked_version: int | None  # None: not linked
+
+
+def patient_states(connection: Connection, ids: Sequence[str]) -> dict[str, PatientState]:
+    """The :class:`PatientState` of each Patient in ``ids`` that exists."""
+    found: dict[str, PatientState] = {}
     for start in range(0, len(ids), _CHUNK):
-        for row in connection.execute(_VERSIONS, {"ids": list(ids[start : start + _CHUNK])}):
-            found[row.id] = (row.version_id, bool(row.deleted))
+        for row in connection.execute(_STATES, {"ids": list(ids[start : start + _CHUNK])}):
+            found[row.id] = PatientState(row.version_id, bool(row.deleted), row.source_version)
     return found
 
 

@@ -18,7 +18,7 @@ from sharedcare.identity.model import Band
 from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.context import RequestContext
 from sharedcare.record.repository import Repository, same_content
-from sharedcare.record.sqlstore import SqlStore, StoredResource
+from sharedcare.record.sqlstore import PendingWrite, SqlStore, StoredResource
 
 if TYPE_CHECKING:
     from sharedcare.identity.service import IdentityService
@@ -106,6 +106,7 @@ class WorkWriter:
             svc._last_created = max(self.now, svc._last_created + 1)
             svc._goldens[golden_id] = ("active", None, svc._last_created)
             self._pending.goldens.add(golden_id)
+            self._pending.minted.add(golden_id)
 
     def _retire(self, golden_id: str, replaced_by: str) -> None:
         svc = self.service
@@ -138,6 +139,21 @@ class WorkWriter:
         Returns:
             The newest identity trail id written, if any.
         """
+        p, c = self._pending, self.connection
+        goldens = self._prepare_goldens()
+        # One golden record (a real-time match) is sent in PostgreSQL's pipeline mode with
+        # the rest of the work, as the repository sends a REST write (decision 0021): one
+        # wait at the end, not one per statement. Inserts that return rows (the trail's
+        # ids; the review's key, which SQLAlchemy fetches for a single row) come after:
+        # pipeline mode does not give them their results.
+        with self.store.pipelined(c, goldens):
+            self._write_rows(goldens)
+            write_audit(c, self.context, p.audits)
+        rows.insert_reviews(c, p.reviews)
+        return rows.insert_trail(c, self.context.user, p.trail, self.now)
+
+    def _write_rows(self, goldens: list[PendingWrite]) -> None:
+        """Links, golden records and their ``identity_golden`` rows."""
         svc, p, c = self.service, self._pending, self.connection
         _upsert(c, rows.LINK, list(p.links.values()), "source_id")
         refreshed = {s: v for s, v in p.versions.items() if s not in p.links and s not in p.removed}
@@ -181,11 +197,24 @@ class WorkWriter:
                     changed=self.version,
                 )
             )
-        self._write_goldens()
-        rows.insert_reviews(c, p.reviews)
-        written = rows.insert_trail(c, self.context.user, p.trail, self.now)
-        write_audit(c, self.context, p.audits)
-        return written
+        self.store.apply(c, goldens)
+        _upsert(
+            c,
+            rows.GOLDEN,
+            [
+                {
+                    "golden_id": g,
+                    "status": svc._goldens[g][0],
+                    "replaced_by": svc._goldens[g][1],
+                    "created_at": svc._goldens[g][2],
+                    "updated_at": self.now,
+                    "changed": self.version,
+                }
+                for g in sorted(p.goldens)
+                if g in svc._goldens
+            ],
+            "golden_id",
+        )
 
     def _read_goldens(self, golden_ids: list[str]) -> dict[tuple[str, str], StoredResource]:
         """The stored golden Patients, to compare with what survivorship makes of them now.
@@ -195,20 +224,32 @@ class WorkWriter:
         :meth:`SqlStore.read_many` (py-spy, SQLite); several are read in one statement.
         """
         c = self.connection
+        if not golden_ids:
+            return {}
         if len(golden_ids) != 1:
             return self.store.read_many(c, [("Patient", g) for g in golden_ids])
         stored = self.store.read(c, "Patient", golden_ids[0])
         return {} if stored is None else {("Patient", golden_ids[0]): stored}
 
-    def _write_goldens(self) -> None:
-        svc, p, c = self.service, self._pending, self.connection
+    def _prepare_goldens(self) -> list[PendingWrite]:
+        """The golden Patients whose content changed, prepared; their AuditEvents noted.
+
+        Also brings each affected golden record's status in ``_goldens`` up to date (its
+        ``identity_golden`` row is written when that changed).
+        """
+        svc, p = self.service, self._pending
         if not p.affected:
-            return
+            return []
         repo = Repository(self.store, self.context)
         affected = sorted(p.affected)
-        current = self._read_goldens(affected)
+        # A golden id first handed out in this transaction has no Patient to read: every
+        # golden record identity writes has its ``identity_golden`` row (loaded into
+        # ``_goldens``) in the same transaction, and new ids are server-assigned UUIDs
+        # (``new_id``, as the record's creates). Were one taken all the same, its insert as
+        # version 1 would fail on the unique key and roll the transaction back (nothing is
+        # overwritten).
+        current = self._read_goldens([g for g in affected if g not in p.minted])
         writes = []
-        entries: list[AuditEntry] = []
         for golden_id in affected:
             status, replaced_by, content = self._golden_content(golden_id)
             held = svc._goldens.get(golden_id, ("", None, self.now))
@@ -229,7 +270,7 @@ class WorkWriter:
                     existed=stored is not None,
                 )
             )
-            entries.append(
+            p.audits.append(
                 AuditEntry(
                     "update" if stored is not None else "create",
                     "0",
@@ -240,25 +281,4 @@ class WorkWriter:
                     description="golden record",
                 )
             )
-        # One golden record (a real-time match) is sent in PostgreSQL's pipeline mode, as
-        # the repository sends a REST write (decision 0021): one wait, not one per statement.
-        with self.store.pipelined(c, writes):
-            self.store.apply(c, writes)
-        p.audits.extend(entries)
-        _upsert(
-            c,
-            rows.GOLDEN,
-            [
-                {
-                    "golden_id": g,
-                    "status": svc._goldens[g][0],
-                    "replaced_by": svc._goldens[g][1],
-                    "created_at": svc._goldens[g][2],
-                    "updated_at": self.now,
-                    "changed": self.version,
-                }
-                for g in sorted(p.goldens)
-                if g in svc._goldens
-            ],
-            "golden_id",
-        )
+        return writes
