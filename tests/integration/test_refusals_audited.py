@@ -580,3 +580,39 @@ def test_a_request_cancelled_while_awaiting_its_event_leaves_the_writer_working(
     finally:
         writer.close()
     assert len(_events(trail, "cancelled.waiter")) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "what"),
+    [("/fhir/Patient/$validate", None), ("/fhir/Patient/p1/$validate", "Patient/p1")],
+    ids=["type", "instance"],
+)
+@pytest.mark.parametrize("valid", [True, False], ids=["valid", "invalid"])
+def test_validate_is_audited_once_without_the_resource(
+    client: TestClient, trail: Engine, path: str, what: str | None, valid: bool
+) -> None:
+    """``$validate`` stores nothing, but it is an interaction: one ``operation`` event,
+    successful whatever the issues found, and none of the resource sent in it."""
+    before = len(_events(trail))
+    body = PATIENT if valid else {**PATIENT, "gender": NHS}
+    response = client.post(path, json=body)
+    assert response.status_code == 200
+    severities = {issue["severity"] for issue in response.json()["issue"]}
+    assert severities == ({"information"} if valid else {"error"})
+    event = _the_one_new_event(trail, before)
+    assert event["_row"][:2] == ("operation", "0")
+    assert event["outcomeDesc"] == "$validate"
+    entity = event["entity"][0]["what"]
+    assert entity == ({"reference": what} if what else {"display": "Patient"})
+    _no_request_values(event)
+
+
+def test_validate_at_a_type_that_is_not_r4_is_refused_and_audited(
+    client: TestClient, trail: Engine
+) -> None:
+    before = len(_events(trail))
+    response = client.post(f"/fhir/{NAME}/$validate", json={**PATIENT, "resourceType": NAME})
+    assert response.status_code == 404
+    event = _the_one_new_event(trail, before)
+    assert event["_row"][:2] == ("operation", "4")
+    _no_request_values(event)

@@ -382,7 +382,8 @@ async def validate_type(rtype: str, request: Request, repo: RepositoryDep) -> Re
         )
     if not isinstance(body, dict):
         raise InvalidRequest("$validate takes a resource, or Parameters with a resource")
-    issues = repo.validate_only(body)
+    instance = request.path_params.get("id")
+    issues = await _read_on_loop(repo, repo.validate_only, rtype, body, instance)
     outcome = operation_outcome(issues)
     if not outcome.get("issue"):
         outcome["issue"] = [

@@ -382,9 +382,24 @@ class Repository(ReadInteractions):
         added = plugin_manager().hook.conditional_criteria(resource_type=resource_type)
         return [*params, *(p for extra in added if extra for p in extra), ("_count", "2")]
 
-    def validate_only(self, resource: dict[str, Any]) -> list[Any]:
-        """``$validate`` (https://hl7.org/fhir/R4/resource-operation-validate.html)."""
-        return validate(resource)
+    def validate_only(
+        self, resource_type: str, resource: dict[str, Any], resource_id: str | None = None
+    ) -> list[Any]:
+        """``$validate`` (https://hl7.org/fhir/R4/resource-operation-validate.html) of
+        ``resource`` at ``resource_type`` (or its instance ``resource_id``): the issues found.
+
+        Nothing is stored, but the operation passes the gate and is audited like any other
+        interaction (an ``operation`` AuditEvent described ``$validate``; the resource sent is
+        not recorded in it), whatever the issues found.
+        """
+        self._require_type(resource_type)  # refused and audited at the API (refusal_audit)
+        entry = AuditEntry("operation", "0", resource_type, resource_id)
+        entry.description = "$validate"
+        with self._audited(entry):
+            self.ask_gate("operation", resource_type, resource_id)
+            issues = validate(resource)
+        self._audit_alone(entry)
+        return issues
 
 
 def _require_version(if_match: str, current: StoredResource | None) -> None:
