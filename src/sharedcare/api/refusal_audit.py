@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -39,6 +38,7 @@ from starlette.requests import Request
 
 from sharedcare.api.routing import FHIR_PREFIX
 from sharedcare.fhir.definitions import is_resource_type
+from sharedcare.fhir.references import is_id
 from sharedcare.record.audit import AuditEntry
 from sharedcare.record.audit_writer import AuditUnavailable
 from sharedcare.record.gate import was_audited
@@ -47,8 +47,6 @@ __all__ = ["audit_cancelled", "audit_refusal", "refused_entry", "under_fhir"]
 
 log = logging.getLogger(__name__)
 
-#: A FHIR id (https://hl7.org/fhir/R4/datatypes.html#id).
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 #: The interaction a method asks for when the path does not say more.
 _BY_METHOD = {
     "GET": "read",
@@ -104,7 +102,7 @@ def refused_entry(method: str, path: str) -> AuditEntry:
     if not segments or not is_resource_type(segments[0]):
         return entry
     rtype = segments[0]
-    rid = segments[1] if len(segments) > 1 and _ID.fullmatch(segments[1]) else None
+    rid = segments[1] if len(segments) > 1 and is_id(segments[1]) else None
     if interaction == "search-compartment":
         if rid is not None:
             entry.patient = f"Patient/{rid}"

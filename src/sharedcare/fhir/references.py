@@ -21,6 +21,7 @@ URN = "urn"
 CONTAINED = "contained"
 
 _ID = r"[A-Za-z0-9\-.]{1,64}"
+_ID_RE = re.compile(_ID)
 _RELATIVE_RE = re.compile(rf"([A-Z][A-Za-z]+)/({_ID})(?:/_history/({_ID}))?")
 _ABSOLUTE_RE = re.compile(rf"(https?://\S+?)/([A-Z][A-Za-z]+)/({_ID})(?:/_history/({_ID}))?")
 _URN_RE = re.compile(
@@ -28,6 +29,11 @@ _URN_RE = re.compile(
     r"|urn:oid:[0-2](\.(0|[1-9][0-9]*))+"
 )
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+")
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` is a FHIR ``id`` (https://hl7.org/fhir/R4/datatypes.html#id)."""
+    return _ID_RE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
