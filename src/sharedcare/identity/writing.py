@@ -15,6 +15,7 @@ from sharedcare.identity.changes import PendingChanges
 from sharedcare.identity.golden import empty_patient, golden_patient, retired_patient
 from sharedcare.identity.matcher import DecisionKind, Matcher, MatchError
 from sharedcare.identity.model import Band
+from sharedcare.record import sqlstore_pg
 from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.context import RequestContext
 from sharedcare.record.repository import Repository, same_content
@@ -48,19 +49,36 @@ _PG_TYPES = {
 }
 _PG_REFRESH = (
     "UPDATE identity_link SET source_version = u.v, changed = %(changed)s "
-    "FROM unnest(%(ids)s::text[], %(versions)s::integer[]) AS u(id, v) "
-    "WHERE identity_link.source_id = u.id"
+    "FROM ROWS FROM (json_array_elements_text(%(ids)s::json), unnest(%(versions)s::integer[])) "
+    "AS u(id, v) WHERE identity_link.source_id = u.id"
 )
 _PG_UPSERTS: dict[tuple[str, tuple[str, ...]], str] = {}
+# Text and integer columns go as text built in C (``sqlstore_pg.text_array``, ``int_array``):
+# psycopg dumps a list parameter element by element in Python. Floats and bytes keep lists.
+_PG_INTEGERS = frozenset({"integer", "bigint"})
+
+
+def _pg_column(column: str) -> str:
+    kind = _PG_TYPES[column]
+    if kind == "text":
+        return f"json_array_elements_text(%({column})s::json)"
+    return f"unnest(%({column})s::{kind}[])"
+
+
+def _pg_values(column: str, values: list[Any]) -> Any:
+    kind = _PG_TYPES[column]
+    if kind == "text":
+        return sqlstore_pg.text_array(values)
+    return sqlstore_pg.int_array(values) if kind in _PG_INTEGERS else values
 
 
 def _pg_upsert(table: str, key: str, columns: tuple[str, ...]) -> str:
     statement = _PG_UPSERTS.get((table, columns))
     if statement is None:
-        arrays = ", ".join(f"%({c})s::{_PG_TYPES[c]}[]" for c in columns)
+        arrays = ", ".join(_pg_column(c) for c in columns)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != key)
         statement = _PG_UPSERTS[(table, columns)] = (
-            f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM ROWS FROM ({arrays}) "
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
         )
     return statement
@@ -73,7 +91,8 @@ def _upsert(c: Connection, table: Any, batch: list[dict[str, Any]], key: str) ->
         rows.upsert(c, table, batch, key)
         return
     c.exec_driver_sql(
-        _pg_upsert(table.name, key, columns), {col: [r[col] for r in batch] for col in columns}
+        _pg_upsert(table.name, key, columns),
+        {col: _pg_values(col, [r[col] for r in batch]) for col in columns},
     )
 
 
@@ -162,8 +181,8 @@ class WorkWriter:
                 _PG_REFRESH,
                 {
                     "changed": self.version,
-                    "ids": list(refreshed),
-                    "versions": list(refreshed.values()),
+                    "ids": sqlstore_pg.text_array(list(refreshed)),
+                    "versions": sqlstore_pg.int_array(list(refreshed.values())),
                 },
             )
         else:

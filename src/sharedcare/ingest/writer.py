@@ -78,14 +78,14 @@ _REPLAYABLE = frozenset({Stage.FAILED.value})
 _PG_CLAIM = "SELECT id, stage FROM message WHERE id = ANY(%(ids)s::bigint[]) FOR UPDATE"
 _PG_VERSIONS = (
     "SELECT r.resource_type, r.id, r.version_id FROM resource r "
-    "JOIN unnest(%(types)s::text[], %(ids)s::text[]) AS k(t, i) "
-    "ON r.resource_type = k.t AND r.id = k.i"
+    f"JOIN {sqlstore_pg.KEYS} ON r.resource_type = k.t AND r.id = k.i"
 )
 _PG_FINISH = (
     "UPDATE message SET stage = u.stage, resource_count = u.n, written_at = %(now)s, "
     "updated_at = %(now)s, error = NULL, error_stage = NULL "
-    "FROM unnest(%(ids)s::bigint[], %(stages)s::text[], %(counts)s::integer[]) "
-    "AS u(id, stage, n) WHERE message.id = u.id"
+    "FROM ROWS FROM (unnest(%(ids)s::bigint[]), json_array_elements_text(%(stages)s::json), "
+    "unnest(%(counts)s::integer[])) AS u(id, stage, n) "
+    "WHERE message.id = u.id AND message.id = ANY(%(ids)s::bigint[])"
 )
 
 
@@ -267,9 +267,9 @@ def finish_messages(
             _PG_FINISH,
             {
                 "now": now,
-                "ids": [o.message_id for o in done],
-                "stages": [o.stage for o in done],
-                "counts": [o.resources for o in done],
+                "ids": sqlstore_pg.int_array([o.message_id for o in done]),
+                "stages": sqlstore_pg.text_array([o.stage for o in done]),
+                "counts": sqlstore_pg.int_array([o.resources for o in done]),
             },
         )
     elif done:
@@ -329,7 +329,7 @@ def _claim(
     ids = [item.message_id for item in items]
     stages: dict[int, str] = {}
     if connection.dialect.name == "postgresql":
-        rows = connection.exec_driver_sql(_PG_CLAIM, {"ids": ids})
+        rows = connection.exec_driver_sql(_PG_CLAIM, {"ids": sqlstore_pg.int_array(ids)})
         stages.update((id_, stage) for id_, stage in rows)
     else:  # SQLite: the write transaction (BEGIN IMMEDIATE) holds the database already
         for start in range(0, len(ids), 500):

@@ -10,9 +10,13 @@ handful of round trips, whatever its size:
 3. new resources are inserted in one ``INSERT … RETURNING pk``; existing ones are updated
    in one statement;
 4. old index rows are deleted from every index table, and the new ones inserted
-   with one ``COPY`` (PostgreSQL) or ``executemany`` (SQLite) per index table.
+   with one ``COPY`` (PostgreSQL) or ``executemany`` (SQLite) per index table. A batch
+   on PostgreSQL first reads its updated resources' stored index rows and rewrites a
+   resource's rows only in the tables where they changed (``sqlstore_pg.index_changes``,
+   ``docs/decisions/0034-ingest-writer-rows-and-parameters.md``).
 
-On PostgreSQL steps 1–3 are statements of fixed text taking arrays (``unnest``, ``= ANY``);
+On PostgreSQL steps 1–3 are statements of fixed text taking arrays (``unnest``, ``= ANY``;
+passed as text that orjson builds, see ``sqlstore_pg.text_array``);
 step 4's deletes are in the statement that updates: a text that changed with the batch
 size was never in psycopg's cache, and converting its placeholders cost the writer as much
 CPU as PostgreSQL's own work. The index rows stay on ``COPY``: one ``INSERT … SELECT FROM
@@ -533,8 +537,17 @@ class SqlStore:
             sqlstore_pg.insert_index_one(connection, rows, new=pk is None)
             return
         if self.dialect == "postgresql":
-            sqlstore_pg.write_resources(connection, updates, creates, pks)
-            sqlstore_pg.insert_index(connection, self._index_rows(writes, pks))
+            # An update rewrites only the index rows of parameters whose values changed.
+            fresh: dict[Table, dict[tuple[Any, ...], None]] = {}
+            stale = None
+            if updates:
+                fresh, stale = sqlstore_pg.index_changes(
+                    connection, list(pks.values()), self._index_rows(updates, pks)
+                )
+            sqlstore_pg.write_resources(connection, updates, creates, pks, stale)
+            for table, new in self._index_rows(creates, pks).items():
+                fresh.setdefault(table, {}).update(new)
+            sqlstore_pg.insert_index(connection, fresh)
             return
         sqlstore_sqlite.write_resources(connection, updates, creates, pks)
         for table, values in self._index_rows(writes, pks).items():
