@@ -1,17 +1,20 @@
 """SegmentView reads fields exactly as the straightforward split it replaced (decision 0029).
 
-The hot-path reader builds a field's repetitions in one pass and decides emptiness on the
-string; :class:`_Reference` is the previous implementation (split everything into
-repetitions, components and sub-components, then drop repetitions whose every
-sub-component is empty or whitespace), kept here as the oracle.
+The hot-path reader builds a field's repetitions in one pass, decides emptiness on the
+string and splits sub-components only when a component holding them is read;
+:class:`_Reference` is the previous implementation (split everything into repetitions,
+components and sub-components, then drop repetitions whose every sub-component is empty
+or whitespace) and :func:`_reference_c` its component read, kept here as the oracle.
 """
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sharedcare.ingest.hl7v2.fields import Composite, Delimiters, SegmentView
+from sharedcare.ingest.hl7v2.fields import Composite, Delimiters, SegmentView, unescape
 from tests.support.hl7_traffic import message
 
 
@@ -51,26 +54,55 @@ class _Reference:
         ]
 
 
+_OTHER_WHITESPACE = re.compile(r"[^\S \r\n\t]")
+
+
+def _reference_c(comps: list[list[str]], comp: int, sub: int, d: Delimiters) -> str:
+    """Composite.c of session 7, on the fully split repetition."""
+    if comp < 1 or comp > len(comps):
+        return ""
+    subs = comps[comp - 1]
+    if sub < 1 or sub > len(subs):
+        return ""
+    text = subs[sub - 1]
+    if not text:
+        return text
+    if d.escape in text:
+        text = unescape(text, d.escape, d.escapes)
+    if not text.isascii():
+        text = _OTHER_WHITESPACE.sub(" ", text)
+    return text.strip()
+
+
 def _values(rep: Composite) -> list[list[str]]:
     return [rep.subs(c) for c in range(1, len(rep) + 1)]
 
 
+def _reference_values(comps: list[list[str]], d: Delimiters) -> list[list[str]]:
+    return [
+        [_reference_c(comps, c, s, d) for s in range(1, len(comps[c - 1]) + 1)]
+        for c in range(1, len(comps) + 1)
+    ]
+
+
 def _same(text: str, delimiters: Delimiters) -> None:
     view, ref = SegmentView(text, 1, delimiters), _Reference(text, delimiters)
-    esc = Composite([], delimiters.escape, delimiters.escapes)
     for n in range(0, len(ref.parts) + 3):
         expected = ref.reps(n)
         got = view.reps(n)
-        assert [r._comps for r in got] == expected, (text, n)
-        assert [_values(r) for r in got] == [
-            _values(Composite(c, esc._esc, esc._separators)) for c in expected
-        ]
+        assert [len(r) for r in got] == [len(c) for c in expected], (text, n)
+        assert [_values(r) for r in got] == [_reference_values(c, delimiters) for c in expected]
+        assert not any(r.is_empty() for r in got)
         first = expected[0] if expected else []
         for comp in range(0, 5):
-            for sub in range(0, 3):
-                want = Composite(first, esc._esc, esc._separators).c(comp, sub)
+            for sub in range(0, 4):
+                want = _reference_c(first, comp, sub, delimiters)
                 assert view.v(n, comp, sub) == want
                 assert view.rep(n).c(comp, sub) == want
+        for rep, comps in zip(got, expected, strict=True):
+            for comp in range(1, len(comps) + 1):
+                for sub in range(0, 4):
+                    assert rep.c(comp, sub) == _reference_c(comps, comp, sub, delimiters)
 
 
 _CHARS = st.sampled_from([*"|^~\\&AB 1.\t", "\u00a0", "é", "\\F\\", "\\X41\\"])

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 
 from sharedcare.ingest.hl7v2.errors import Issue, Severity
 from sharedcare.ingest.hl7v2.parse import SUPPORTED_VERSIONS, Envelope, MessageHeader
@@ -101,6 +102,8 @@ def escape(text: str) -> str:
 
     Control characters (including CR and LF) become spaces, so text cannot break a segment.
     """
+    if text.isalnum():  # no control character and no delimiter: nothing to change
+        return text
     text = text.translate(_CONTROL_TO_SPACE)
     if not _NEEDS_ESCAPE.intersection(text):
         return text
@@ -113,7 +116,10 @@ def escape(text: str) -> str:
     )
 
 
+@lru_cache(maxsize=1024)
 def _hd(parts: tuple[str, ...], fallback: str) -> str:
+    """An HD field of the ACK, escaped. Remembered: a feed's MSH-3 to MSH-6 recur in every
+    message it sends, and the result depends on nothing else."""
     if not parts:
         return escape(fallback)
     return "^".join(escape(p) for p in parts).rstrip("^")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Composite", "Delimiters", "SegmentView", "unescape"]
+__all__ = ["Composite", "Delimiters", "SegmentView", "escapes_of", "unescape"]
 
 _OTHER_WHITESPACE = re.compile(r"[^\S \r\n\t]")
 
@@ -98,27 +98,50 @@ def unescape(text: str, esc: str, separators: dict[str, str]) -> str:
 
 
 class Composite:
-    """One repetition of a field: components of sub-components, unescaped on read."""
+    """One repetition of a field: components of sub-components, unescaped on read.
 
-    __slots__ = ("_comps", "_esc", "_separators")
+    Args:
+        comps: The repetition's components, each as written (sub-components still joined).
+        esc: The escape character ("" if escape sequences are not decoded).
+        separators: Escape-sequence codes to delimiters (:attr:`Delimiters.escapes`).
+        subcomponent: The sub-component separator ("" to keep each component whole).
+
+    Sub-components are split only when a component that holds the separator is read:
+    most components are plain text, and most repetitions are read for a component or two.
+    """
+
+    __slots__ = ("_comps", "_esc", "_separators", "_sub")
 
     def __init__(
-        self, comps: list[list[str]], esc: str = "", separators: dict[str, str] | None = None
+        self,
+        comps: list[str],
+        esc: str = "",
+        separators: dict[str, str] | None = None,
+        subcomponent: str = "&",
     ) -> None:
         self._comps = comps
         self._esc = esc
         self._separators = separators or {}
+        self._sub = subcomponent
 
     def c(self, comp: int = 1, sub: int = 1) -> str:
         """Return component ``comp`` (sub-component ``sub``), unescaped and stripped."""
-        if comp < 1 or comp > len(self._comps):
+        comps = self._comps
+        if comp < 1 or comp > len(comps):
             return ""
-        subs = self._comps[comp - 1]
-        if sub < 1 or sub > len(subs):
-            return ""
-        text = subs[sub - 1]
+        text = comps[comp - 1]
         if not text:
             return text
+        ss = self._sub
+        if ss and ss in text:
+            subs = text.split(ss)
+            if sub < 1 or sub > len(subs):
+                return ""
+            text = subs[sub - 1]
+            if not text:
+                return text
+        elif sub != 1:
+            return ""
         if self._esc and self._esc in text:
             text = unescape(text, self._esc, self._separators)
         if not text.isascii():
@@ -130,17 +153,20 @@ class Composite:
         """Return all sub-components of component ``comp`` (unescaped)."""
         if comp < 1 or comp > len(self._comps):
             return []
-        return [self.c(comp, i + 1) for i in range(len(self._comps[comp - 1]))]
+        text = self._comps[comp - 1]
+        count = text.count(self._sub) + 1 if self._sub else 1
+        return [self.c(comp, i + 1) for i in range(count)]
 
     def __len__(self) -> int:
         return len(self._comps)
 
     def is_empty(self) -> bool:
-        """Whether every component and sub-component is empty."""
+        """Whether every component and sub-component is empty (or whitespace)."""
+        ss = self._sub
         for comp in self._comps:
-            for sub in comp:
-                if sub and not sub.isspace():
-                    return False
+            bare = comp.replace(ss, "") if ss and ss in comp else comp
+            if bare and not bare.isspace():
+                return False
         return True
 
 
@@ -155,6 +181,7 @@ class SegmentView:
         text: The segment text (no terminator).
         index: 1-based position of the segment in the message, for error locations.
         delimiters: The message's delimiters.
+        escapes: ``delimiters.escapes``, if the caller has it (read-only, shared).
     """
 
     __slots__ = (
@@ -168,12 +195,18 @@ class SegmentView:
         "text",
     )
 
-    def __init__(self, text: str, index: int, delimiters: Delimiters) -> None:
+    def __init__(
+        self,
+        text: str,
+        index: int,
+        delimiters: Delimiters,
+        escapes: dict[str, str] | None = None,
+    ) -> None:
         self.text = text
         self.id = text[:3]
         self.index = index
         self._delims = delimiters
-        self._escapes = _escapes_of(delimiters)
+        self._escapes = escapes if escapes is not None else escapes_of(delimiters)
         self._parts = text.split(delimiters.field)
         self._header = self.id in ("MSH", "BHS", "FHS")
         self._reps: dict[int, list[Composite]] = {}
@@ -198,23 +231,33 @@ class SegmentView:
         # one pass. A repetition is empty when, without its component and sub-component
         # separators, it is empty or all whitespace (every sub-component is), which is
         # checked on the string before any list is built for it.
-        raw = self._raw(n)
         out: list[Composite] = []
         self._reps[n] = out
+        d = self._delims
+        if self._header:  # MSH-1 is the field separator itself, so MSH-n is parts[n - 1]
+            if n < 3:
+                raw = self._raw(n)
+                if raw and not raw.isspace():  # MSH-1, MSH-2: never split
+                    out.append(Composite([raw], d.escape, self._escapes, ""))
+                return out
+            index = n - 1
+        elif n < 1:
+            return out
+        else:
+            index = n
+        parts = self._parts
+        if index >= len(parts):
+            return out
+        raw = parts[index]
         if not raw:
             return out
-        d = self._delims
         esc, escapes = d.escape, self._escapes
-        if self._header and n in (1, 2):
-            if not raw.isspace():
-                out.append(Composite([[raw]], esc, escapes))
-            return out
         cs, ss = d.component, d.subcomponent
         for rep in raw.split(d.repetition) if d.repetition in raw else (raw,):
             bare = rep.replace(cs, "").replace(ss, "") if cs in rep or ss in rep else rep
             if not bare or bare.isspace():
                 continue
-            out.append(Composite([comp.split(ss) for comp in rep.split(cs)], esc, escapes))
+            out.append(Composite(rep.split(cs) if cs in rep else [rep], esc, escapes, ss))
         return out
 
     def rep(self, n: int) -> Composite:
@@ -239,7 +282,7 @@ class SegmentView:
 _ESCAPES: dict[Delimiters, dict[str, str]] = {}
 
 
-def _escapes_of(delimiters: Delimiters) -> dict[str, str]:
+def escapes_of(delimiters: Delimiters) -> dict[str, str]:
     """:attr:`Delimiters.escapes`, built once per set of delimiters (a few in practice;
     the dict is shared read-only by every segment that uses them)."""
     escapes = _ESCAPES.get(delimiters)

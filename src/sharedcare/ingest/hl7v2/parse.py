@@ -19,7 +19,7 @@ from typing import Any
 import hl7
 
 from sharedcare.ingest.hl7v2.errors import ErrorCode, Hl7ParseError
-from sharedcare.ingest.hl7v2.fields import Delimiters, SegmentView
+from sharedcare.ingest.hl7v2.fields import Delimiters, SegmentView, escapes_of
 
 __all__ = [
     "SUPPORTED_VERSIONS",
@@ -416,10 +416,12 @@ class ParsedMessage:
 
 
 def _hd(view: SegmentView, n: int) -> tuple[tuple[str, ...], str]:
+    """(every component, the first non-empty of HD-1 and HD-2) of an HD field."""
     rep = view.rep(n)
-    comps = tuple(rep.c(i) for i in range(1, max(len(rep), 1) + 1))
-    ident = next((c for c in comps[:2] if c), "")
-    return comps if any(comps) else (), ident
+    comps = tuple([rep.c(i) for i in range(1, len(rep) + 1)])
+    if not any(comps):
+        return (), ""
+    return comps, comps[0] or (comps[1] if len(comps) > 1 else "")
 
 
 def _check_msh_start(text: str) -> None:
@@ -470,8 +472,11 @@ def parse_message(text: str) -> ParsedMessage:
     """
     _check_msh_start(text)
     delimiters = Delimiters.from_msh(text)
+    escapes = escapes_of(delimiters)
     segments = [segment for segment in text.split("\r") if segment]
-    views = [SegmentView(segment, i, delimiters) for i, segment in enumerate(segments, start=1)]
+    views = [
+        SegmentView(segment, i, delimiters, escapes) for i, segment in enumerate(segments, start=1)
+    ]
     for view in views:
         if not (
             len(view.id) == 3

@@ -72,7 +72,7 @@ def _cnn_practitioner(ctx: MappingContext, rep: Composite) -> dict[str, str] | N
     subs = rep.subs(1)
     if not any(subs):
         return None
-    return practitioner(ctx, Composite([[s] for s in subs]))
+    return practitioner(ctx, Composite(subs, subcomponent=""))
 
 
 def _report(ctx: MappingContext, group: OrderGroup, ordinal: int) -> None:
