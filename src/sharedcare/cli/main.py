@@ -121,6 +121,7 @@ def _run_uvicorn(settings: Settings, workers: int) -> None:
     import uvicorn
 
     from sharedcare.api.app import create_app
+    from sharedcare.api.http_protocol import http_protocol
 
     if workers > 1:
         import os
@@ -133,6 +134,7 @@ def _run_uvicorn(settings: Settings, workers: int) -> None:
             "factory": True,
             "access_log": False,
             "log_config": None,
+            "http": http_protocol(),
         }
         try:
             run_workers(config, workers, settings.host, settings.port)
@@ -155,6 +157,7 @@ def _run_uvicorn(settings: Settings, workers: int) -> None:
                 port=settings.port,
                 access_log=False,
                 log_config=None,
+                http=http_protocol(),
             )
         finally:
             for sig, handler in previous.items():

@@ -7,10 +7,12 @@ error messages and logs (``hide_parameters``), because they may hold patient dat
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +24,8 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine import create_engine as sa_create_engine
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeoutError
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 __all__ = [
     "DatabaseUrlError",
@@ -154,35 +157,149 @@ def _key_reader_on_connect(dbapi_connection: Any, _: ConnectionPoolEntry) -> Non
     dbapi_connection.commit()
 
 
-_key_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 _key_engines_lock = threading.Lock()
 
 
-def _key_engine(engine: Engine) -> Engine:
-    """The PostgreSQL engine behind :func:`key_reader` for ``engine``: same database, a pool
-    of its own (connections made as needed, up to the main pool's size and as many more),
-    autocommit, generic plans; disposed with ``engine``."""
-    found = _key_engines.get(engine)
+# A key reader's connection older than this is closed rather than used again (as the
+# main pool's ``pool_recycle``).
+_KEY_READER_RECYCLE = 1800.0
+# How long a key reader waits for a connection when all it may open are in use (as a
+# QueuePool's ``pool_timeout``).
+_KEY_READER_TIMEOUT = 30.0
+
+
+class _KeyReaders:
+    """The connections of :func:`key_reader` for one engine.
+
+    They are made by a SQLAlchemy engine of their own (``maker``: same URL, autocommit, its
+    ``connect`` event sets generic plans, no pool of its own), then detached from it and
+    kept here: checking a connection out of a SQLAlchemy pool and back in (events, the
+    connection record, recycle and reset logic) cost a read by id about as much Python as
+    its statement (``docs/decisions/0032-crud-serving-costs.md``). Here it is a list's
+    ``pop`` and ``append``, atomic under the GIL, so the loop and threads share the list
+    without a lock; the lock is taken only to open or close a connection, or to wait for one.
+
+    At most ``limit`` connections are open at once; a reader that finds them all in use
+    waits up to ``_KEY_READER_TIMEOUT`` seconds for one (then ``sqlalchemy.exc.TimeoutError``,
+    as from a pool). A connection is closed instead of kept when it is broken, not idle
+    (a statement left running), older than ``_KEY_READER_RECYCLE`` seconds, or older than
+    the last :meth:`dispose` (which closes the idle ones at once).
+    """
+
+    def __init__(self, maker: Engine, limit: int) -> None:
+        from psycopg.pq import TransactionStatus
+
+        self._at_rest = TransactionStatus.IDLE
+        self._maker = maker
+        self._limit = limit
+        self._idle: list[tuple[float, Any, int]] = []  # (made at, connection, generation)
+        self._open = 0
+        self._waiting = 0
+        self._generation = 0
+        self._lock = threading.Condition()
+
+    def checkout(self) -> tuple[float, Any, int]:
+        """An idle connection, or a new one (waiting while ``limit`` are open)."""
+        try:
+            held = self._idle.pop()
+        except IndexError:
+            return self._slow_checkout()
+        if held[2] == self._generation and time.monotonic() - held[0] < _KEY_READER_RECYCLE:
+            return held
+        self._close(held)
+        return self._slow_checkout()
+
+    def _slow_checkout(self) -> tuple[float, Any, int]:
+        deadline = time.monotonic() + _KEY_READER_TIMEOUT
+        with self._lock:
+            self._waiting += 1
+            try:
+                while True:
+                    if self._idle:
+                        held = self._idle.pop()
+                        if held[2] == self._generation:
+                            return held
+                        self._close(held)
+                        continue
+                    if self._open < self._limit:
+                        self._open += 1
+                        generation = self._generation
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._lock.wait(left):
+                        raise SqlAlchemyTimeoutError(
+                            f"no key reader connection free within {_KEY_READER_TIMEOUT:.0f} s"
+                        )
+            finally:
+                self._waiting -= 1
+        try:
+            fairy = self._maker.raw_connection()
+            raw = fairy.driver_connection
+            fairy.detach()  # ours from now on: the maker keeps no pool
+        except BaseException:
+            with self._lock:
+                self._open -= 1
+                self._lock.notify()
+            raise
+        return time.monotonic(), raw, generation
+
+    def checkin(self, held: tuple[float, Any, int], *, broken: bool = False) -> None:
+        """Put ``held`` back for the next reader, or close it (see the class)."""
+        raw = held[1]
+        if (
+            broken
+            or held[2] != self._generation
+            or raw.closed
+            or raw.pgconn.transaction_status != self._at_rest
+        ):
+            self._close(held)
+            return
+        self._idle.append(held)
+        if self._waiting:
+            with self._lock:
+                self._lock.notify()
+
+    def _close(self, held: tuple[float, Any, int]) -> None:
+        with contextlib.suppress(Exception):
+            held[1].close()
+        with self._lock:
+            self._open -= 1
+            self._lock.notify()
+
+    def dispose(self) -> None:
+        """Close the idle connections; those in use are closed when they come back."""
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for held in idle:
+            self._close(held)
+
+
+_key_readers: weakref.WeakKeyDictionary[Engine, _KeyReaders] = weakref.WeakKeyDictionary()
+
+
+def _key_readers_of(engine: Engine) -> _KeyReaders:
+    """The :class:`_KeyReaders` of ``engine``: same database, up to the main pool's size and
+    as many more connections, autocommit, generic plans; disposed with ``engine``."""
+    found = _key_readers.get(engine)
     if found is not None:
         return found
     with _key_engines_lock:
-        found = _key_engines.get(engine)
+        found = _key_readers.get(engine)
         if found is None:
             size = engine.pool.size() if hasattr(engine.pool, "size") else 10
-            found = sa_create_engine(
+            maker = sa_create_engine(
                 engine.url,
                 hide_parameters=True,
-                pool_size=size,
-                max_overflow=size,
-                pool_pre_ping=False,
-                pool_recycle=1800,
-                # Autocommit: nothing to roll back when a connection goes back to the pool.
+                poolclass=NullPool,
+                # Autocommit: nothing to roll back when a connection comes back.
                 isolation_level="AUTOCOMMIT",
-                pool_reset_on_return=None,
             )
-            event.listen(found, "connect", _key_reader_on_connect)
-            event.listen(engine, "engine_disposed", lambda _: found.dispose())
-            _key_engines[engine] = found
+            event.listen(maker, "connect", _key_reader_on_connect)
+            found = _KeyReaders(maker, 2 * size)
+            readers = found
+            event.listen(engine, "engine_disposed", lambda _: readers.dispose())
+            _key_readers[engine] = found
     return found
 
 
@@ -191,26 +308,29 @@ def key_reader(engine: Engine) -> Iterator[Any]:
     """A psycopg connection for one statement that reads rows by their unique key (a read by
     id), outside any transaction: ``with key_reader(engine) as raw: raw.execute(...)``.
 
-    PostgreSQL only. The connection comes from a pool of its own, in autocommit, whose
-    connections run prepared statements with a generic plan (``plan_cache_mode =
-    force_generic_plan``): a lookup by a unique key has one best plan whatever the values,
-    so it is planned once per connection instead of at every execution, as the main
-    pool's connections must (their searches' best plans depend on the values: see
-    :func:`_postgresql_on_connect`). Nothing else may run here. It also skips SQLAlchemy's
-    ``Connection`` around the driver's, which cost a read by id more Python than its
-    statement (``docs/decisions/0030-crud-request-path.md``). A connection the statement
-    found broken is discarded, not put back.
+    PostgreSQL only. The connection comes from a pool of its own (:class:`_KeyReaders`), in
+    autocommit, whose connections run prepared statements with a generic plan
+    (``plan_cache_mode = force_generic_plan``): a lookup by a unique key has one best plan
+    whatever the values, so it is planned once per connection instead of at every
+    execution, as the main pool's connections must (their searches' best plans depend on
+    the values: see :func:`_postgresql_on_connect`). Nothing else may run here. It also
+    skips SQLAlchemy's ``Connection`` and pool around the driver's connection, which cost a
+    read by id more Python than its statement (``docs/decisions/0030-crud-request-path.md``,
+    ``0032-crud-serving-costs.md``). A connection the statement found broken is discarded,
+    not put back.
     """
     import psycopg
 
-    fairy = _key_engine(engine).raw_connection()
+    readers = _key_readers_of(engine)
+    held = readers.checkout()
+    broken = False
     try:
-        yield fairy.driver_connection
+        yield held[1]
     except psycopg.OperationalError:
-        fairy.invalidate()
+        broken = True
         raise
     finally:
-        fairy.close()
+        readers.checkin(held, broken=broken)
 
 
 def dialect_name(engine: Engine) -> str:
