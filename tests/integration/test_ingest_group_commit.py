@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
 
-from sharedcare.db.engine import create_engine
+from sharedcare.db.engine import create_engine, key_reader
 from sharedcare.db.tables import Feed, Message
 from sharedcare.ingest.stages import Stage
-from sharedcare.ingest.store import FeedRegistry, Incoming, _group_commit_engine, store_messages
+from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
 
 
 def _rows(engine: Engine) -> list[Any]:
@@ -110,9 +110,9 @@ def test_the_group_commit_runs_alone_on_generic_plans(pg_engine: Engine) -> None
     """The insert commits by itself (autocommit) on connections that plan it once; the main
     pool keeps planning every statement with its values (searches need it)."""
     store_messages(pg_engine, [_incoming("G1", b"MSH|1")], FeedRegistry())
-    with _group_commit_engine(pg_engine).connect() as connection:
-        assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
-        assert connection.connection.driver_connection.autocommit is True
+    with key_reader(pg_engine) as raw:
+        assert raw.execute("SHOW plan_cache_mode").fetchone()[0] == "force_generic_plan"
+        assert raw.autocommit is True
     with pg_engine.connect() as connection:
         assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
 
@@ -125,8 +125,8 @@ def test_a_lost_group_commit_connection_fails_one_batch_then_is_replaced(
     stored on a new one, and the resend stores the failed batch's message once."""
     registry = FeedRegistry()
     store_messages(pg_engine, [_incoming("L1", b"MSH|1")], registry)
-    with _group_commit_engine(pg_engine).connect() as connection:
-        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with key_reader(pg_engine) as raw:  # the connection the first batch left idle
+        pid = raw.execute("SELECT pg_backend_pid()").fetchone()[0]
     with pg_engine.connect() as connection:
         assert connection.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
     with pytest.raises(DBAPIError):

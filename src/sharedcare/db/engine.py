@@ -306,18 +306,20 @@ def _key_readers_of(engine: Engine) -> _KeyReaders:
 @contextmanager
 def key_reader(engine: Engine) -> Iterator[Any]:
     """A psycopg connection for one statement that reads rows by their unique key (a read by
-    id), outside any transaction: ``with key_reader(engine) as raw: raw.execute(...)``.
+    id), outside any transaction: ``with key_reader(engine) as raw: raw.execute(...)``. The
+    ingest group commit's insert of new messages runs here too (it commits on its own, and
+    its one best plan does not depend on its values: ``sharedcare.ingest.store``).
 
     PostgreSQL only. The connection comes from a pool of its own (:class:`_KeyReaders`), in
     autocommit, whose connections run prepared statements with a generic plan
     (``plan_cache_mode = force_generic_plan``): a lookup by a unique key has one best plan
     whatever the values, so it is planned once per connection instead of at every
     execution, as the main pool's connections must (their searches' best plans depend on
-    the values: see :func:`_postgresql_on_connect`). Nothing else may run here. It also
-    skips SQLAlchemy's ``Connection`` and pool around the driver's connection, which cost a
-    read by id more Python than its statement (``docs/decisions/0030-crud-request-path.md``,
-    ``0032-crud-serving-costs.md``). A connection the statement found broken is discarded,
-    not put back.
+    the values: see :func:`_postgresql_on_connect`). Nothing whose best plan depends on its
+    values may run here. It also skips SQLAlchemy's ``Connection`` and pool around the
+    driver's connection, which cost a read by id more Python than its statement
+    (``docs/decisions/0030-crud-request-path.md``, ``0032-crud-serving-costs.md``). A
+    connection the statement found broken is discarded, not put back.
     """
     import psycopg
 

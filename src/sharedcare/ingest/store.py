@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import re
 import threading
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, event, select, update
-from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from sharedcare.db.engine import driver_errors, write_connection
+from sharedcare.db.engine import driver_errors, key_reader, write_connection
 from sharedcare.db.tables import Feed, Message, Organisation
 from sharedcare.ingest.stages import Stage
 from sharedcare.record.instants import now_us
@@ -405,11 +403,16 @@ _PG_COUNT_FEEDS = (
 def _insert_committed(engine: Engine, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
     """Insert the rows whose key is new and count them in their feeds; committed on return.
 
-    The statement runs on its own, outside any transaction, on a connection of the group
-    commit's pool (:func:`_group_commit_engine`): PostgreSQL runs it as a transaction of
-    its own and commits it (with its WAL flushed, ``synchronous_commit`` being on) before
-    it answers, so one round trip stores the batch durably, without ``BEGIN`` and
-    ``COMMIT`` (decision 0029, addendum 2026-11-22).
+    The statement runs on its own, outside any transaction, on a connection of
+    :func:`~sharedcare.db.engine.key_reader`'s pool (autocommit, generic plans): PostgreSQL
+    runs it as a transaction of its own and commits it (with its WAL flushed,
+    ``synchronous_commit`` being on) before it answers, so one round trip stores the batch
+    durably, without ``BEGIN`` and ``COMMIT``. The main pool's connections plan every
+    statement with its values (``force_custom_plan``, for searches), and so did the
+    foreign-key check PostgreSQL runs for each inserted row: planning was about a third of
+    the group commit's CPU in PostgreSQL. The insert has one best plan whatever the batch
+    holds, so there it is planned once per connection (decision 0029, addendum
+    2026-11-22). A connection found broken is discarded, not used again.
 
     Returns:
         The id of each row inserted, by (sender key, control id).
@@ -417,63 +420,12 @@ def _insert_committed(engine: Engine, rows: list[dict[str, Any]]) -> dict[tuple[
     params: dict[str, Any] = {name: [row[name] for row in rows] for name, _ in _PG_COLUMNS}
     params["now"] = rows[0]["received_at"]
     params["at"] = datetime.now(UTC)
-    fairy = _group_commit_engine(engine).raw_connection()
-    try:
-        raw = fairy.driver_connection
-        assert raw is not None
-        try:
-            with driver_errors(), raw.cursor() as cursor:
-                cursor.execute(_PG_INSERT, params, prepare=True)
-                found = cursor.fetchall()
-        except Exception:
-            if raw.broken:  # not put back in the pool
-                fairy.invalidate()
-            raise
-    finally:
-        fairy.close()
+    # key_reader sees the driver's error first (and drops a broken connection); then it
+    # becomes SQLAlchemy's, as everywhere else.
+    with driver_errors(), key_reader(engine) as raw, raw.cursor() as cursor:
+        cursor.execute(_PG_INSERT, params, prepare=True)
+        found = cursor.fetchall()
     return {(sender, control): id_ for id_, sender, control in found}
-
-
-_group_commit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
-_group_commit_lock = threading.Lock()
-
-
-def _group_commit_engine(engine: Engine) -> Engine:
-    """The pool the group commit's insert runs on (PostgreSQL): same database, autocommit,
-    generic plans; disposed with ``engine``.
-
-    The main pool's connections plan every statement with its parameters
-    (``plan_cache_mode = force_custom_plan``, for searches), and so did the foreign-key
-    check PostgreSQL runs for each inserted row: planning was about a third of the group
-    commit's CPU in PostgreSQL. The insert has one best plan whatever the batch holds, so
-    here it is planned once per connection.
-    """
-    found = _group_commit_engines.get(engine)
-    if found is not None:
-        return found
-    with _group_commit_lock:
-        found = _group_commit_engines.get(engine)
-        if found is None:
-            found = sa_create_engine(
-                engine.url,
-                hide_parameters=True,
-                pool_size=2,
-                max_overflow=8,
-                pool_pre_ping=False,
-                pool_recycle=1800,
-                isolation_level="AUTOCOMMIT",  # each statement commits on its own
-                pool_reset_on_return=None,  # nothing to roll back
-            )
-            event.listen(found, "connect", _generic_plans)
-            disposed = found
-            event.listen(engine, "engine_disposed", lambda _: disposed.dispose())
-            _group_commit_engines[engine] = found
-    return found
-
-
-def _generic_plans(dbapi_connection: Any, _: object) -> None:
-    dbapi_connection.execute("SET plan_cache_mode = force_generic_plan")
-    dbapi_connection.commit()
 
 
 def _count_feeds(connection: Connection, results: list[Stored]) -> None:
