@@ -34,7 +34,7 @@ from sharedcare.fhir.definitions import (
     node_of_prop,
     required_codes,
 )
-from sharedcare.fhir.internals.primitives import checker, string_matcher
+from sharedcare.fhir.internals.primitives import checker, string_matcher, string_shortcut
 
 __all__ = ["certainly_valid", "in_value_set"]
 
@@ -71,7 +71,14 @@ def _item_check(prop: Prop, x: str) -> list[str]:
     lines: list[str] = []
     if prop.is_primitive:
         matcher = string_matcher(tc)
-        if matcher is not None:
+        shortcut = string_shortcut(tc)
+        if matcher is not None and shortcut is not None:
+            # the usual printable text is settled inline; anything else asks the matcher
+            lines.append(
+                f"if type({x}) is not str or not ({shortcut.format(x=x)}"
+                f" or {_global(matcher)}({x})):"
+            )
+        elif matcher is not None:
             lines.append(f"if type({x}) is not str or not {_global(matcher)}({x}):")
         else:
             lines.append(f"if {x} is None or {_global(checker(tc))}({x}) is not None:")
@@ -97,19 +104,27 @@ def _item_check(prop: Prop, x: str) -> list[str]:
     return lines
 
 
+def _prop_check(prop: Prop, v: str) -> list[str]:
+    """Source lines that ``return False`` unless ``v``, the JSON value of ``prop`` (an array
+    or a single value), is valid."""
+    lines: list[str] = []
+    if prop.is_array:
+        lines += [f"if type({v}) is not list or not {v}:", "    return False"]
+        most = prop.element.max
+        if most is not None:
+            lines += [f"if len({v}) > {most}:", "    return False"]
+        lines.append(f"for x in {v}:")
+        lines += ["    " + line for line in _item_check(prop, "x")]
+    else:
+        lines += [f"if type({v}) is list:", "    return False"]
+        lines += _item_check(prop, v)
+    return lines
+
+
 def _compile_prop(prop: Prop) -> Any:
     """A function: is this JSON value of the property valid (array or single)?"""
     lines = ["def check(v):"]
-    if prop.is_array:
-        lines += ["    if type(v) is not list or not v:", "        return False"]
-        most = prop.element.max
-        if most is not None:
-            lines += [f"    if len(v) > {most}:", "        return False"]
-        lines.append("    for x in v:")
-        lines += ["        " + line for line in _item_check(prop, "x")]
-    else:
-        lines += ["    if type(v) is list:", "        return False"]
-        lines += ["    " + line for line in _item_check(prop, "v")]
+    lines += ["    " + line for line in _prop_check(prop, "v")]
     lines.append("    return True")
     env: dict[str, Any] = {}
     exec("\n".join(lines), _ENV, env)  # noqa: S102 - generated from the packaged model only
@@ -136,8 +151,65 @@ def _lazy_prop(checks: dict[str, Any], key: str, prop: Prop) -> Any:
     return first_use
 
 
+# Shapes with at most this many JSON keys (data types such as Coding, Identifier,
+# Reference, Quantity, Period, HumanName and small backbone elements) get one function with
+# every property's check inline; larger ones (resources, Extension) loop over the keys.
+_INLINE_MAX_KEYS = 16
+
+
+def _compile_small_node(node: ObjectNode, name: str) -> Any:
+    """Like :func:`_compile_node`, for a small shape: looks up each of its keys in turn.
+
+    A key that is absent, or ``null``, is not counted; the object is valid only if every
+    one of its keys was counted (so no unknown key and no ``null``) and each counted value
+    is valid. A choice element is counted once per JSON key it has: more than one is two
+    types.
+    """
+    lines = ["def check(o):", "    if not o:", "        return False", "    n = 0"]
+    counters: dict[str, str] = {}
+    for prop in node.props.values():
+        if prop.element.is_choice and prop.element.name not in counters:
+            counters[prop.element.name] = f"c{len(counters)}"
+    lines += [f"    {var} = 0" for var in counters.values()]
+    for key, prop in node.props.items():
+        lines += [f"    v = o.get({key!r})", "    if v is not None:", "        n += 1"]
+        if prop.element.is_choice:
+            lines.append(f"        {counters[prop.element.name]} += 1")
+        lines += ["        " + line for line in _prop_check(prop, "v")]
+    lines += ["    if n != len(o):", "        return False"]
+    for var in counters.values():
+        lines += [f"    if {var} > 1:", "        return False"]
+    lines += _required_lines(node)
+    lines.append("    return True")
+    env: dict[str, Any] = {}
+    exec("\n".join(lines), _ENV, env)  # noqa: S102 - generated from the packaged model only
+    check = env["check"]
+    check.__qualname__ = check.__name__ = name
+    return check
+
+
+def _required_lines(node: ObjectNode) -> list[str]:
+    """Source lines of a shape's check that ``return False`` when a required element of
+    ``o`` is missing."""
+    lines: list[str] = []
+    for el, keys in node.required:
+        # An ``_element`` key has already failed the check: only the value keys count.
+        values = [k for k in keys if not k.startswith("_")]
+        if el.min == 1:
+            absent = " and ".join(f"{k!r} not in o" for k in values) or "True"
+            lines += [f"    if {absent}:", "        return False"]
+        else:
+            lines += [
+                f"    if max((_count(o.get(k)) for k in {tuple(values)!r}), default=0) < {el.min}:",
+                "        return False",
+            ]
+    return lines
+
+
 def _compile_node(node: ObjectNode, name: str) -> Any:
     """A function: is this JSON object a valid instance of the shape (see ``_object``)?"""
+    if not node.is_resource and len(node.props) <= _INLINE_MAX_KEYS:
+        return _compile_small_node(node, name)
     checks: dict[str, Any] = {}
     for key, prop in node.props.items():
         checks[key] = _lazy_prop(checks, key, prop)
@@ -169,17 +241,7 @@ def _compile_node(node: ObjectNode, name: str) -> Any:
             "            else:",
             "                seen.add(c)",
         ]
-    for el, keys in node.required:
-        # An ``_element`` key has already failed the loop: only the value keys count.
-        values = [k for k in keys if not k.startswith("_")]
-        if el.min == 1:
-            absent = " and ".join(f"{k!r} not in o" for k in values) or "True"
-            lines += [f"    if {absent}:", "        return False"]
-        else:
-            lines += [
-                f"    if max((_count(o.get(k)) for k in {tuple(values)!r}), default=0) < {el.min}:",
-                "        return False",
-            ]
+    lines += _required_lines(node)
     lines.append("    return True")
     env: dict[str, Any] = {}
     exec("\n".join(lines), _ENV, env)  # noqa: S102 - generated from the packaged model only
@@ -205,18 +267,31 @@ def certainly_valid(resource: dict[str, Any]) -> bool:
         return False
 
 
+_CHECK_NAMES: dict[str, str | None] = {}  # resource type -> its check's global name
+
+
+def _check_name(rtype: str) -> str | None:
+    if not is_resource_type(rtype):
+        return None
+    node = node_for_type(rtype)
+    return None if node is None else _name(node)
+
+
 def _resource(obj: dict[str, Any], nested: bool) -> bool:
     rtype = obj.get("resourceType")
-    if type(rtype) is not str or not is_resource_type(rtype):
+    if type(rtype) is not str:
+        return False
+    name = _CHECK_NAMES.get(rtype, "")
+    if name == "":
+        if len(_CHECK_NAMES) >= 4096:  # only resource types are worth remembering
+            _CHECK_NAMES.clear()
+        name = _CHECK_NAMES[rtype] = _check_name(rtype)
+    if name is None:
         return False
     if "contained" in obj and (nested or obj["contained"]):
         # dom-2 when nested; otherwise ref-1 needs the references found: the full check.
         return False
-    node = node_for_type(rtype)
-    if node is None:
-        return False
-    check: Any = _ENV[_name(node)]
-    return bool(check(obj))
+    return bool(_ENV[name](obj))
 
 
 def _coded(value: dict[str, Any], systems: dict[str, frozenset[str]], is_cc: bool) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 
 from sharedcare.fhir.definitions.model import raw_model
 
@@ -60,6 +60,28 @@ _PRINTABLE_MATCHES = {
     "[^\\s]+(\\s[^\\s]+)*": "non-empty, no space",  # code
     "\\S*": "no space",  # uri, url, canonical
 }
+
+
+# The same cheaper tests as source expressions over a variable ``{x}`` (a ``str``), for
+# generated code: true only for text the pattern matches (``string_shortcut``).
+_SHORTCUT_SOURCE = {
+    "non-empty": "({x} != '' and {x}.isprintable())",
+    "non-empty, no space": "({x} != '' and ' ' not in {x} and {x}.isprintable())",
+    "no space": "(' ' not in {x} and {x}.isprintable())",
+}
+
+
+def string_shortcut(type_code: str) -> str | None:
+    """A Python expression over ``{x}`` (a ``str``) that is true only for valid values of a
+    type with a :func:`string_matcher`; false means "ask the matcher". ``None`` when the
+    type has no such shortcut. Generated checks inline it to save the matcher's call in
+    the usual case (``tests/unit/fhir/test_fhir_fast_paths.py`` checks it implies the
+    pattern)."""
+    pat = _patterns().get(type_code)
+    if pat is None or string_matcher(type_code) is None:
+        return None
+    shortcut = _PRINTABLE_MATCHES.get(pat.pattern)
+    return None if shortcut is None else _SHORTCUT_SOURCE[shortcut]
 
 
 @cache
@@ -176,8 +198,18 @@ def _special_checker(type_code: str, pat: re.Pattern[str] | None) -> Checker | N
         return check_int
     if type_code in ("date", "dateTime", "instant") and pat is not None:
         fullmatch = pat.fullmatch
+        with_day = type_code != "instant"  # a bare YYYY-MM-DD is a date or a dateTime
+        with_time = type_code != "date"
 
         def check_date(value: object) -> Problem | None:
+            if type(value) is str:
+                # the usual shapes by table look-ups (_plain_day, _plain_date_time)
+                n = len(value)
+                if n == 10:
+                    if with_day and _plain_day(value):
+                        return None
+                elif n >= 20 and with_time and _plain_date_time(value, n):
+                    return None
             if type(value) is str and fullmatch(value) is not None:
                 if len(value) < 10:
                     return None
@@ -190,6 +222,32 @@ def _special_checker(type_code: str, pat: re.Pattern[str] | None) -> Checker | N
 
         return check_date
     return None
+
+
+_VALID_SECONDS = frozenset(f"{s:02d}" for s in range(61))  # 60: a leap second
+_VALID_ZONES = frozenset(
+    [f"{sign}{h:02d}:{m:02d}" for sign in "+-" for h in range(14) for m in range(60)]
+    + ["+14:00", "-14:00"]
+)
+
+
+def _plain_day(text: str) -> bool:
+    """True only for a valid FHIR date ``YYYY-MM-DD`` (its pattern and a real date)."""
+    return _day_start(text) is not None
+
+
+def _plain_date_time(text: str, n: int) -> bool:
+    """True only for a valid FHIR dateTime/instant with a time (its pattern: hours 00-23,
+    minutes 00-59, seconds 00-60, zones from -14:00 to +14:00; and a real date)."""
+    if (
+        _day_start(text[:10]) is None
+        or text[10] != "T"
+        or text[11:16] not in _HOUR_MINUTE_US
+        or text[16] != ":"
+        or text[17:19] not in _VALID_SECONDS
+    ):
+        return False
+    return _fraction_end(text, n, text[n - 6 :] in _VALID_ZONES) >= 0
 
 
 def check_primitive(type_code: str, value: object) -> tuple[str, str] | None:
@@ -253,46 +311,75 @@ def _date_us(y: int, m: int, d: int) -> int:
     return (date(y, m, d).toordinal() - _EPOCH_ORDINAL) * _DAY_US
 
 
-@cache
-def _day_us(year: int, month: int, day: int) -> int:
-    return _date_us(year, month, day)
+# The usual date-time shape ``YYYY-MM-DDThh:mm:ss[.f](Z|+hh:mm|-hh:mm)`` is read by table
+# look-ups of its fixed-position parts: every key of a table is a valid part, so a miss
+# is an out-of-range or non-ASCII part and the text goes to the general path. The day is
+# looked up by its text (``_day_start``): the days of a feed repeat.
+_TWO_DIGITS = {f"{i:02d}": i for i in range(100)}
+_SECONDS_US = {f"{s:02d}": s * _SECOND_US for s in range(60)}
+_HOUR_MINUTE_US = {
+    f"{h:02d}:{m:02d}": (h * 60 + m) * 60 * _SECOND_US for h in range(24) for m in range(60)
+}
+_ZONE_US = {
+    f"{sign}{h:02d}:{m:02d}": (-1 if sign == "+" else 1) * (h * 60 + m) * 60 * _SECOND_US
+    for sign in "+-"
+    for h in range(24)
+    for m in range(60)
+}  # what to add to a local time for UTC
+_FRACTION_STEP = (_SECOND_US, 100_000, 10_000, 1_000, 100, 10, 1)  # by number of digits
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-_TIME = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    r"(?:\.([0-9]+))?(?:Z|([+-])([0-9]{2}):([0-9]{2}))"
-)
+@lru_cache(maxsize=4096)
+def _day_start(text: str) -> int | None:
+    """Epoch microseconds of the start of a valid FHIR date ``YYYY-MM-DD`` (ASCII digits,
+    a real calendar date, year 0001 or later); ``None`` for any other text."""
+    if _DAY.fullmatch(text) is None:
+        return None
+    try:
+        return _date_us(int(text[0:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return None
+
+
+def _fraction_end(text: str, n: int, zone_ok: bool) -> int:
+    """Where the fraction of a date-time ``...Thh:mm:ss[.f](zone)`` ends (19 without one);
+    -1 if the text has no zone (``Z``, or ``zone_ok`` for the last six characters) or a
+    fraction that is not ``.`` and ASCII digits."""
+    if text[n - 1] == "Z":
+        end = n - 1
+    elif zone_ok:
+        end = n - 6
+    else:
+        return -1
+    if end == 19:
+        return 19
+    if end < 21 or text[19] != ".":
+        return -1
+    digits = text[20:end]
+    return end if digits.isdigit() and digits.isascii() else -1
 
 
 def _time_range(text: str, n: int) -> tuple[int, int] | None:
-    """``date_range`` of the usual ``YYYY-MM-DDThh:mm:ss[.f+](Z|+hh:mm|-hh:mm)`` in plain
-    arithmetic; ``None`` for any other shape (leap seconds, odd offsets...), which
-    ``date_range`` then reads with ``datetime.fromisoformat`` as before."""
-    m = _TIME.fullmatch(text)
-    if m is None:
+    """``date_range`` of the usual ``YYYY-MM-DDThh:mm:ss[.f](Z|+hh:mm|-hh:mm)`` (at most
+    six fraction digits) in plain arithmetic; ``None`` for any other shape (leap seconds,
+    odd offsets...), which ``date_range`` then reads with ``datetime.fromisoformat``."""
+    day = _day_start(text[:10])
+    hour_minute = _HOUR_MINUTE_US.get(text[11:16])
+    second = _SECONDS_US.get(text[17:19])
+    if day is None or hour_minute is None or second is None or text[16] != ":":
         return None
-    year, month, mday, hh, mm, ss, frac, sign, zh, zm = m.groups()
-    hour, minute, second = int(hh), int(mm), int(ss)
-    if hour > 23 or minute > 59 or second > 59:
+    zone = 0 if text[n - 1] == "Z" else _ZONE_US.get(text[n - 6 :])
+    if zone is None:
         return None
-    step = _SECOND_US
-    fraction = 0
-    if frac is not None:
-        digits = len(frac)
-        if digits > 6:
-            return None
-        step = 10 ** (6 - digits)
-        fraction = int(frac) * step
-    offset = 0
-    if sign is not None:
-        zone_hours, zone_minutes = int(zh), int(zm)
-        if zone_hours > 23 or zone_minutes > 59:
-            return None
-        offset = (zone_hours * 60 + zone_minutes) * 60 * _SECOND_US
-        if sign == "-":
-            offset = -offset
-    day = _day_us(int(year), int(month), int(mday))  # ValueError: not a date
-    low = day + ((hour * 60 + minute) * 60 + second) * _SECOND_US + fraction - offset
+    end = _fraction_end(text, n, True)
+    if end == 19:
+        low = day + hour_minute + second + zone
+        return low, low + _SECOND_US
+    if end < 0 or end > 26:
+        return None
+    step = _FRACTION_STEP[end - 20]
+    low = day + hour_minute + second + int(text[20:end]) * step + zone
     return low, low + step
 
 
@@ -321,7 +408,9 @@ def date_range(text: str) -> tuple[int, int] | None:
             )
             return _date_us(y, m, 1), high
         if n == 10:
-            low = _date_us(int(text[0:4]), int(text[5:7]), int(text[8:10]))
+            low = _day_start(text)  # the usual YYYY-MM-DD; any other text as before
+            if low is None:
+                low = _date_us(int(text[0:4]), int(text[5:7]), int(text[8:10]))
             return low, low + _DAY_US
         if n < 20 or text[10] != "T":
             return None
