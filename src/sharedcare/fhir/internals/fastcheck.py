@@ -181,6 +181,11 @@ def _compile_small_node(node: ObjectNode, name: str) -> Any:
         lines += [f"    if {var} > 1:", "        return False"]
     lines += _required_lines(node)
     lines.append("    return True")
+    return _define(lines, name)
+
+
+def _define(lines: list[str], name: str) -> Any:
+    """The function ``check`` that generated source ``lines`` define, named ``name``."""
     env: dict[str, Any] = {}
     exec("\n".join(lines), _ENV, env)  # noqa: S102 - generated from the packaged model only
     check = env["check"]
@@ -243,11 +248,7 @@ def _compile_node(node: ObjectNode, name: str) -> Any:
         ]
     lines += _required_lines(node)
     lines.append("    return True")
-    env: dict[str, Any] = {}
-    exec("\n".join(lines), _ENV, env)  # noqa: S102 - generated from the packaged model only
-    check = env["check"]
-    check.__qualname__ = check.__name__ = name
-    return check
+    return _define(lines, name)
 
 
 def _count(value: Any) -> int:
