@@ -11,6 +11,12 @@ Figures printed:
   resources committed in the record), and p50/p99 time to ACK. Target: ≥ 2,000 msg/s on
   2 cores. Client, listener and PostgreSQL share this machine's two cores.
 
+  End to end is the writer's rate: it lags the ACKs, so the run ends with the writer alone
+  finishing the backlog. Printed too: its rate while ACKs were sent, the messages not yet
+  committed at the last ACK and how long the writer took over them (decision 0025), and
+  how busy the whole machine was (other processes' CPU shows there, not in the
+  per-process figures).
+
   Also printed: the CPU each process spent per message (the listener, its writer process,
   PostgreSQL, and this client), read from /proc. Their sum is the cost of a message on this
   machine, and 2 cores divided by it is the ceiling no scheduling can beat; these figures
@@ -265,6 +271,39 @@ def _backends(engine: Engine, listener: Listener) -> dict[int, tuple[str, float]
     return out
 
 
+def _machine_cpu() -> float:
+    """Busy CPU seconds of the whole machine so far, every core (/proc/stat: all but idle
+    and iowait)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / _TICK
+
+
+def _finished(engine: Engine) -> int:
+    """Messages no longer waiting for the writer (written, or failed)."""
+    with engine.connect() as connection:
+        return int(
+            connection.scalar(
+                text(
+                    "SELECT count(*) FROM message WHERE stage NOT IN ('stored', 'parsed', 'mapped')"
+                )
+            )
+            or 0
+        )
+
+
+def _until_written(engine: Engine, poll: float = 0.02) -> None:
+    """Return once no message waits for the writer (call after every message is ACKed, so
+    all are stored). One probe of the stage index every ``poll`` seconds: cheap enough to
+    poll often, so end to end is not rounded up by up to a coarse poll's interval."""
+    probe = text(
+        "SELECT EXISTS (SELECT 1 FROM message WHERE stage IN ('stored', 'parsed', 'mapped'))"
+    )
+    with engine.connect() as connection:
+        while connection.scalar(probe):
+            connection.rollback()
+            time.sleep(poll)
+
+
 def throughput(url: str, log: Path, cluster: Cluster) -> None:
     listener = Listener(url, log=log)
     listener.start()
@@ -274,6 +313,7 @@ def throughput(url: str, log: Path, cluster: Cluster) -> None:
         backends_before = _backends(engine, listener)
         before = _cpu(listener, cluster)
         kernel_before = _cpu(listener, cluster, kernel=True)
+        machine_before = _machine_cpu()
         started = time.perf_counter()
         if CLIENT == "lean":
             traffic = send_lean(listener.port, payloads, CONNECTIONS)
@@ -282,8 +322,11 @@ def throughput(url: str, log: Path, cluster: Cluster) -> None:
         acked = time.perf_counter() - started
         client_after = _cpu(listener, cluster)["client"]
         client_kernel_after = _cpu(listener, cluster, kernel=True)["client"]
-        wait_until_written(engine, MESSAGES)
+        finished_at_ack = _finished(engine)
+        _until_written(engine)
         written = time.perf_counter() - started
+        wait_until_written(engine, MESSAGES)  # every message there, none waiting
+        machine_after = _machine_cpu()
         after = {**_cpu(listener, cluster), "client": client_after}
         kernel_after = {**_cpu(listener, cluster, kernel=True), "client": client_kernel_after}
         backends_after = _backends(engine, listener)
@@ -304,6 +347,12 @@ def throughput(url: str, log: Path, cluster: Cluster) -> None:
     print(f"acknowledged        {MESSAGES / acked:,.0f} msg/s")
     print(f"end to end          {MESSAGES / written:,.0f} msg/s (to resources committed)")
     print(f"  target            2,000 msg/s  ratio {MESSAGES / written / 2000:.2f}")
+    tail = MESSAGES - finished_at_ack
+    print(
+        f"  writer            {finished_at_ack / acked:,.0f} msg/s while ACKs were sent; "
+        f"{tail:,} not committed at the last ACK, committed {written - acked:.2f} s after "
+        f"it ({tail / max(written - acked, 1e-9):,.0f} msg/s)"
+    )
     print(f"time to ACK         p50 {percentile(ms, 50):.1f} ms  p99 {percentile(ms, 99):.1f} ms")
     print(f"resources in record {resources:,}")
     print(
@@ -321,6 +370,12 @@ def throughput(url: str, log: Path, cluster: Cluster) -> None:
         "  of which kernel  "
         + ", ".join(f"{name} {ms:.2f} ms" for name, ms in kernel.items())
         + " (system time: sockets, pipe, WAL writes)"
+    )
+    machine = machine_after - machine_before
+    print(
+        f"  machine           {machine / written:.2f} of {os.cpu_count()} cores busy over the "
+        f"run, {max(machine - sum(cpu.values()) * MESSAGES / 1000, 0) / written:.2f} of them "
+        "other processes' (other work on the machine distorts msg/s)"
     )
     print(
         f"  2-core ceiling    {2000 / sum(cpu.values()):,.0f} msg/s if every process kept a "
