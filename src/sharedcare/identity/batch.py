@@ -67,7 +67,11 @@ def sync_patients(
     report.golden = len(ids) - len(sources)
     if not sources:
         return report
-    states = rows.patient_states(work.connection, sources)
+    prefetched, work.prefetched = work.prefetched, None
+    if prefetched is not None and prefetched[0].issuperset(sources):
+        states = prefetched[1]
+    else:
+        states = rows.patient_states(work.connection, sources)
     todo: list[str] = []
     gone: list[str] = []
     for source_id in sources:

@@ -67,7 +67,8 @@ def match_written(
     ``written`` holds the version and JSON of each as written, so that a Patient still at
     that version is not read back (:func:`~sharedcare.identity.batch.sync_patients`).
     """
-    with identity_service(store.engine).transaction(store.engine, store) as work:
+    service = identity_service(store.engine)
+    with service.transaction(store.engine, store, commit=True, patients=patient_ids) as work:
         return sync_patients(work, patient_ids, written)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -198,14 +198,26 @@ class IdentityService:
         engine: Engine,
         store: SqlStore,
         context: RequestContext = IDENTITY_CONTEXT,
+        *,
+        commit: bool = False,
+        patients: Sequence[str] = (),
     ) -> Iterator[Work]:
         """One write transaction with the index loaded and current; see the module docstring.
 
         The caller may write other rows on ``work.connection``; they commit together.
+        With ``commit`` (a real-time match, which writes nothing else) the work's last
+        statements and the ``COMMIT`` may go to PostgreSQL in one pipeline
+        (:meth:`Work.flush`). ``patients``: ids whose :class:`~sharedcare.identity.store.
+        PatientState` the work will need (:func:`~sharedcare.identity.batch.sync_patients`);
+        on PostgreSQL they are read with the version's bump, in one round trip.
         """
         with self._lock:
             with write_connection(engine) as connection:
-                version = rows.bump_version(connection)
+                prefetched: dict[str, rows.PatientState] | None = None
+                if patients and len(patients) <= 500 and connection.dialect.name == "postgresql":
+                    version, prefetched = rows.bump_with_states(connection, patients)
+                else:
+                    version = rows.bump_version(connection)
                 known = self._version
                 stale = self._matcher is None or known is None
                 caught_up = False
@@ -217,14 +229,14 @@ class IdentityService:
                 self._version = None  # stale until this transaction commits
                 try:
                     work = Work(self, connection, store, context, version)
+                    if prefetched is not None:
+                        work.prefetched = (frozenset(patients), prefetched)
                     yield work
-                    written = work.flush()
                     # Only identity transactions write the trail, one at a time: unless
                     # another process wrote since this one last looked (caught up), the
                     # newest trail id is this transaction's, or the one already known.
-                    trail_seen = written or (
-                        rows.last_trail_id(connection) if caught_up else self._trail_seen
-                    )
+                    written, _ = work.flush(commit=commit, last_trail=caught_up)
+                    trail_seen = self._trail_seen if written is None else written
                 except BaseException:
                     self._matcher = None
                     raise

@@ -17,6 +17,7 @@ from sqlalchemy import Text as SqlText
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from sharedcare.db.engine import driver_connection, driver_errors
 from sharedcare.db.tables import (
     IdentityGolden,
     IdentityLink,
@@ -262,6 +263,32 @@ def patient_states(connection: Connection, ids: Sequence[str]) -> dict[str, Pati
     return found
 
 
+_PG_BUMP = "UPDATE identity_state SET version = version + 1 WHERE id = 1 RETURNING version"
+_PG_STATES = (
+    "SELECT resource.id, resource.version_id, resource.deleted, identity_link.source_version "
+    "FROM resource LEFT OUTER JOIN identity_link ON identity_link.source_id = resource.id "
+    "WHERE resource.resource_type = 'Patient' AND resource.id = ANY(%s::text[])"
+)
+
+
+def bump_with_states(
+    connection: Connection, ids: Sequence[str]
+) -> tuple[int, dict[str, PatientState]]:
+    """:func:`bump_version`, then :func:`patient_states` of ``ids``, in one round trip.
+
+    PostgreSQL only (pipeline mode; at most ``_CHUNK`` ids). The ``SELECT`` runs after the
+    ``UPDATE`` has its row lock, with a snapshot of its own (read committed): it sees what
+    :func:`patient_states` called next would.
+    """
+    raw = driver_connection(connection)
+    with driver_errors(), raw.pipeline():
+        bump = raw.execute(_PG_BUMP)
+        read = raw.execute(_PG_STATES, (list(ids),))
+    row = bump.fetchone()
+    found = {r[0]: PatientState(r[1], bool(r[2]), r[3]) for r in read.fetchall()}
+    return (int(row[0]) if row and row[0] is not None else 0), found
+
+
 def refresh_links(connection: Connection, versions: dict[str, int], changed: int) -> None:
     """Move links to a newer source version, keeping their decision (index ``changed``)."""
     if versions:
@@ -363,6 +390,60 @@ def insert_reviews(connection: Connection, rows: Sequence[dict[str, Any]]) -> No
 
 
 _INSERT_TRAIL = insert(TRAIL).returning(TRAIL.c.id)
+_TRAIL_COLUMNS = ("recorded", "actor", "action", "source_id", "golden_id", "other_golden_id")
+_REVIEW_COLUMNS = (
+    "kind",
+    "source_id",
+    "golden_id",
+    "candidate_golden_id",
+    "match_weight",
+    "probability",
+    "evidence",
+    "status",
+    "created_at",
+)
+# The driver's own statements, for an identity transaction sent in PostgreSQL's pipeline
+# mode (``WorkWriter.flush`` with ``commit``): nothing is fetched until the pipeline ends.
+PG_INSERT_TRAIL = (
+    f"INSERT INTO identity_trail ({', '.join(_TRAIL_COLUMNS)}, detail) "
+    f"VALUES ({', '.join(['%s'] * (len(_TRAIL_COLUMNS) + 1))})"
+)
+PG_INSERT_REVIEW = (
+    f"INSERT INTO identity_review ({', '.join(_REVIEW_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_REVIEW_COLUMNS))})"
+)
+PG_LAST_TRAIL = "SELECT coalesce(max(id), 0) FROM identity_trail"
+
+
+def trail_rows(actor: str, entries: Sequence[TrailEntry], recorded: int) -> list[dict[str, Any]]:
+    """The ``identity_trail`` rows of ``entries`` (without their ids)."""
+    return [
+        {
+            "recorded": recorded,
+            "actor": actor[:200],
+            "action": e.action,
+            "source_id": e.source_id,
+            "golden_id": e.golden_id,
+            "other_golden_id": e.other_golden_id,
+            "detail": orjson.dumps(e.detail) if e.detail is not None else None,
+        }
+        for e in entries
+    ]
+
+
+def pg_trail_params(
+    actor: str, entries: Sequence[TrailEntry], recorded: int
+) -> list[tuple[Any, ...]]:
+    """Parameters of :data:`PG_INSERT_TRAIL` for ``entries``."""
+    return [
+        (*(row[c] for c in _TRAIL_COLUMNS), row["detail"])
+        for row in trail_rows(actor, entries, recorded)
+    ]
+
+
+def pg_review_params(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Parameters of :data:`PG_INSERT_REVIEW` for review rows (as :func:`insert_reviews`)."""
+    return [tuple(row[c] for c in _REVIEW_COLUMNS) for row in rows]
 
 
 def insert_trail(
@@ -375,19 +456,5 @@ def insert_trail(
     """
     if not entries:
         return None
-    result = connection.execute(
-        _INSERT_TRAIL,
-        [
-            {
-                "recorded": recorded,
-                "actor": actor[:200],
-                "action": e.action,
-                "source_id": e.source_id,
-                "golden_id": e.golden_id,
-                "other_golden_id": e.other_golden_id,
-                "detail": orjson.dumps(e.detail) if e.detail is not None else None,
-            }
-            for e in entries
-        ],
-    )
+    result = connection.execute(_INSERT_TRAIL, trail_rows(actor, entries, recorded))
     return max(int(r) for r in result.scalars())

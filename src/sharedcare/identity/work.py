@@ -46,6 +46,9 @@ class Work(WorkMerges):
         self.version = version
         self.now = now_us()
         self._pending = PendingChanges()
+        # States of Patients read with the version's bump (``IdentityService.transaction``),
+        # for the first ``sync_patients`` of this work.
+        self.prefetched: tuple[frozenset[str], dict[str, rows.PatientState]] | None = None
 
     # -- matching -------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, update
 
+from sharedcare.db.engine import driver_connection, driver_errors
 from sharedcare.identity import store as rows
 from sharedcare.identity.changes import PendingChanges
 from sharedcare.identity.golden import empty_patient, golden_patient, retired_patient
@@ -84,11 +85,35 @@ def _pg_upsert(table: str, key: str, columns: tuple[str, ...]) -> str:
     return statement
 
 
+_PG_UPSERTS_ONE: dict[tuple[str, tuple[str, ...]], str] = {}
+_PG_REFRESH_ONE = "UPDATE identity_link SET source_version = %s, changed = %s WHERE source_id = %s"
+
+
+def _pg_upsert_one(table: str, key: str, columns: tuple[str, ...]) -> str:
+    statement = _PG_UPSERTS_ONE.get((table, columns))
+    if statement is None:
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != key)
+        statement = _PG_UPSERTS_ONE[(table, columns)] = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(columns))}) "
+            f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+        )
+    return statement
+
+
 def _upsert(c: Connection, table: Any, batch: list[dict[str, Any]], key: str) -> None:
-    """:func:`rows.upsert`; on PostgreSQL, several rows (unique ``key``) in one statement."""
+    """:func:`rows.upsert`; on PostgreSQL, through the driver: one row (a real-time match's
+    link or golden row) with plain parameters, several (unique ``key``) in one statement."""
     columns = tuple(batch[0]) if batch else ()
-    if len(batch) < 2 or c.dialect.name != "postgresql" or not _PG_TYPES.keys() >= set(columns):
+    if not batch or c.dialect.name != "postgresql" or not _PG_TYPES.keys() >= set(columns):
         rows.upsert(c, table, batch, key)
+        return
+    if len(batch) == 1:
+        # Building and running SQLAlchemy's statement cost more Python than the statement.
+        with driver_errors():
+            driver_connection(c).execute(
+                _pg_upsert_one(table.name, key, columns), tuple(batch[0].values())
+            )
         return
     c.exec_driver_sql(
         _pg_upsert(table.name, key, columns),
@@ -152,14 +177,25 @@ class WorkWriter:
         replaces = self.service._replaces.get(golden_id, set())
         return "active", None, golden_patient(m.golden(golden_id), sources, replaces)
 
-    def flush(self) -> int | None:
+    def flush(self, *, commit: bool = False, last_trail: bool = False) -> tuple[int | None, bool]:
         """Write everything this work changed (called by the transaction).
 
+        Args:
+            commit: On PostgreSQL, send every statement left and the transaction's
+                ``COMMIT`` in one pipeline (:meth:`_flush_committing`) when at most one
+                golden Patient is written (a real-time match): the caller must write
+                nothing after this.
+            last_trail: Also read the newest identity trail id when this work writes no
+                trail row (the caller caught up with another process's changes).
+
         Returns:
-            The newest identity trail id written, if any.
+            The newest identity trail id (written, or read with ``last_trail``), if known;
+            and whether the transaction has committed.
         """
         p, c = self._pending, self.connection
         goldens = self._prepare_goldens()
+        if commit and len(goldens) <= 1 and c.dialect.name == "postgresql":
+            return self._flush_committing(goldens, last_trail), True
         # One golden record (a real-time match) is sent in PostgreSQL's pipeline mode with
         # the rest of the work, as the repository sends a REST write (decision 0021): one
         # wait at the end, not one per statement. Inserts that return rows (the trail's
@@ -169,7 +205,47 @@ class WorkWriter:
             self._write_rows(goldens)
             write_audit(c, self.context, p.audits)
         rows.insert_reviews(c, p.reviews)
-        return rows.insert_trail(c, self.context.user, p.trail, self.now)
+        written = rows.insert_trail(c, self.context.user, p.trail, self.now)
+        if written is None and last_trail:
+            written = rows.last_trail_id(c)
+        return written, False
+
+    def _flush_committing(self, goldens: list[PendingWrite], last_trail: bool) -> int | None:
+        """:meth:`flush` on PostgreSQL, the ``COMMIT`` included, with one wait at the end.
+
+        The statements and rows are :meth:`flush`'s, run with generic plans (each inserts
+        or upserts rows by key); the review and trail rows go in
+        through the driver without returning their keys, and the newest trail id is read
+        by ``max(id)`` before the commit: identity writers queue on the index version's
+        row lock and only they write the trail, so in this transaction that is the id
+        :func:`rows.insert_trail` would have returned.
+        """
+        p, c = self._pending, self.connection
+        raw = driver_connection(c)
+        with self.store.pipelined(c, goldens) if goldens else sqlstore_pg.pipeline(c):
+            # Inserts and upserts by key from here on: one plan serves every value, as in
+            # the record's own single writes (``sqlstore_pg.own_transaction``).
+            if goldens:
+                raw.execute(sqlstore_pg.GENERIC_PLANS)
+            self._write_rows(goldens)
+            write_audit(c, self.context, p.audits)
+            with raw.cursor() as cursor:
+                if p.reviews:
+                    cursor.executemany(rows.PG_INSERT_REVIEW, rows.pg_review_params(p.reviews))
+                if p.trail:
+                    cursor.executemany(
+                        rows.PG_INSERT_TRAIL,
+                        rows.pg_trail_params(self.context.user, p.trail, self.now),
+                    )
+            newest = raw.cursor() if p.trail or last_trail else None
+            if newest is not None:
+                newest.execute(rows.PG_LAST_TRAIL)
+            raw.commit()
+        if newest is None:
+            return None
+        with newest:
+            row = newest.fetchone()
+        return int(row[0]) if row else None
 
     def _write_rows(self, goldens: list[PendingWrite]) -> None:
         """Links, golden records and their ``identity_golden`` rows."""
@@ -185,6 +261,10 @@ class WorkWriter:
                     "versions": sqlstore_pg.int_array(list(refreshed.values())),
                 },
             )
+        elif len(refreshed) == 1 and c.dialect.name == "postgresql":
+            ((source_id, version),) = refreshed.items()
+            with driver_errors():
+                driver_connection(c).execute(_PG_REFRESH_ONE, (version, self.version, source_id))
         else:
             rows.refresh_links(c, refreshed, self.version)
         if p.removed:
