@@ -72,6 +72,33 @@ class AccessLog:
             )
 
 
+class HeadAsGet:
+    """Answer ``HEAD`` as ``GET`` without the body (RFC 9110 §9.3.2), for every route.
+
+    FastAPI routes declare ``GET`` only, so a ``HEAD`` (a client checking a resource's
+    ``ETag`` or ``Last-Modified``, a monitor probing a page) was refused with 405. The
+    request runs as a ``GET`` on a copy of its scope, so it is gated and audited as the
+    read or search it is, and its status and headers (``Content-Length`` included) are the
+    ``GET``'s; the body is not sent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                message = {**message, "body": b""}
+            await send(message)
+
+        # A copy: the server's own scope stays HEAD (uvicorn sends no body for it either).
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the sharedcare web application.
 
@@ -129,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
 
+    app.add_middleware(HeadAsGet)
     app.add_middleware(AccessLog)
     plugin_manager().hook.register_routes(app=app)
     fhir_routes_first(app)
