@@ -4,7 +4,8 @@ A statement text that changed with the batch size (a long ``IN (…)`` list, a m
 ``VALUES``) was never in psycopg's cache, so every call paid for converting its
 placeholders and PostgreSQL for parsing it; these texts are converted once and then
 prepared per connection. Updates run in one statement (history, old index rows and the new
-versions); index rows go in with ``COPY``, and a batch rewrites an updated resource's rows
+versions); a batch's index rows go in with ``COPY`` (one write's as arrays,
+:func:`insert_index_one`), and a batch rewrites an updated resource's rows
 only in the tables where they changed (:func:`index_changes`). Array parameters are text
 built by orjson (:func:`text_array`, :func:`int_array`), not lists for psycopg to dump.
 Statements run on the psycopg connection itself (in the SQLAlchemy connection's
@@ -14,12 +15,12 @@ transaction): see ``docs/decisions/0016-crud-write-path.md`` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, Table
+from sqlalchemy import BigInteger, Connection, Integer, Numeric, SmallInteger, Table
 
 from sharedcare.db.engine import driver_connection, driver_errors
 from sharedcare.record.store_rows import INDEX_TABLES
@@ -181,6 +182,47 @@ INSERT_INDEX_NEW = {
 }
 
 
+# One resource's index rows, one statement per table with each column as one array
+# parameter (one Bind/Execute a table instead of one a row). Integers go as array text
+# (:func:`int_array`), strings as a JSON array (:func:`text_array`), numerics as a JSON
+# array of their text, cast in the select list (``Decimal`` is not JSON; NaN would become
+# ``null``). ``ROWS FROM`` returns the rows in the arrays' order, so they are inserted in it.
+def _array_insert(table: Table, *, new: bool) -> tuple[str, list[str]]:
+    sources, names, kinds = [], [], []
+    for column in table.columns:
+        if new and column.name == "res":
+            names.append(NEW_KEY)
+            continue
+        if isinstance(column.type, Integer):
+            kind = (
+                "bigint"
+                if isinstance(column.type, BigInteger)
+                else "smallint"
+                if isinstance(column.type, SmallInteger)
+                else "integer"
+            )
+            sources.append(f"unnest(%s::{kind}[])")
+            names.append(column.name)
+        else:
+            kind = "numeric" if isinstance(column.type, Numeric) else "text"
+            sources.append("json_array_elements_text(%s::json)")
+            names.append(f"{column.name}::numeric" if kind == "numeric" else column.name)
+        kinds.append(kind)
+    aliases = [c.name for c in table.columns if not (new and c.name == "res")]
+    return (
+        f"INSERT INTO {table.name} ({', '.join(c.name for c in table.columns)}) "
+        f"SELECT {', '.join(names)} FROM ROWS FROM ({', '.join(sources)}) "
+        f"AS r({', '.join(aliases)})",
+        kinds,
+    )
+
+
+#: From how many rows a table's rows go in as arrays rather than one ``VALUES`` row each.
+ARRAY_ROWS = 3
+INSERT_INDEX_ARRAYS = {t: _array_insert(t, new=False) for t in INDEX_TABLES.values()}
+INSERT_INDEX_ARRAYS_NEW = {t: _array_insert(t, new=True) for t in INDEX_TABLES.values()}
+
+
 # The plans of a single write's statements. The pool's connections use custom plans
 # (``sharedcare.db.engine``: a search's best plan depends on its values), so PostgreSQL
 # planned every statement of every write afresh, ten relations for an update's statement:
@@ -208,6 +250,20 @@ def int_array(values: Sequence[int | bool | None]) -> str:
     ``::bigint[]``, ``::integer[]`` or ``::boolean[]`` parameter (the JSON of such a list,
     between braces instead of brackets, is that text)."""
     return "{" + orjson.dumps(values).decode()[1:-1] + "}"
+
+
+def _numeric_array(values: Sequence[Any]) -> str:
+    return text_array([None if v is None else str(v) for v in values])
+
+
+#: How :func:`insert_index_one` writes a column of each kind as one parameter.
+_ARRAY_TEXT: dict[str, Callable[[Sequence[Any]], str]] = {
+    "smallint": int_array,
+    "integer": int_array,
+    "bigint": int_array,
+    "text": text_array,
+    "numeric": _numeric_array,
+}
 
 
 def json_array(documents: Sequence[bytes | None]) -> str:
@@ -368,21 +424,37 @@ def write_one(connection: Connection, write: PendingWrite, pk: int | None) -> in
 def insert_index_one(
     connection: Connection, rows: dict[Table, dict[tuple[Any, ...], None]], *, new: bool = False
 ) -> None:
-    """Insert one resource's index rows with plain ``INSERT``s (see :func:`write_one`);
-    with ``new``, for the resource this transaction has just inserted: the rows' ``res``
-    is left out and taken from the sequence (:data:`NEW_KEY`)."""
+    """Insert one resource's index rows with one ``INSERT … SELECT`` per table taking its
+    columns as arrays (:data:`INSERT_INDEX_ARRAYS`; see :func:`write_one`); with ``new``,
+    for the resource this transaction has just inserted: the rows' ``res`` is left out and
+    taken from the sequence (:data:`NEW_KEY`). A table with fewer than :data:`ARRAY_ROWS`
+    rows takes one ``VALUES`` row each (one Bind/Execute a row): for one or two rows that
+    costs PostgreSQL less than unpacking arrays. Rows go in in their given order (decision
+    0019), either way; ``docs/decisions/0021-single-write-pipeline.md``."""
     raw = driver_connection(connection)
     with raw.cursor() as cursor:
         for table, values in rows.items():
             if not values:
                 continue
+            if len(values) < ARRAY_ROWS:
+                if new:
+                    at = RES_COLUMN[table]
+                    cursor.executemany(
+                        INSERT_INDEX_NEW[table], [row[:at] + row[at + 1 :] for row in values]
+                    )
+                else:
+                    cursor.executemany(INSERT_INDEX_ONE[table], list(values))
+                continue
+            columns = list(zip(*values, strict=True))
             if new:
-                at = RES_COLUMN[table]
-                cursor.executemany(
-                    INSERT_INDEX_NEW[table], [row[:at] + row[at + 1 :] for row in values]
-                )
+                del columns[RES_COLUMN[table]]
+                statement, kinds = INSERT_INDEX_ARRAYS_NEW[table]
             else:
-                cursor.executemany(INSERT_INDEX_ONE[table], list(values))
+                statement, kinds = INSERT_INDEX_ARRAYS[table]
+            cursor.execute(
+                statement,
+                [_ARRAY_TEXT[kind](column) for kind, column in zip(kinds, columns, strict=True)],
+            )
 
 
 def insert_index(connection: Connection, rows: dict[Table, dict[tuple[Any, ...], None]]) -> None:
