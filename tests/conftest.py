@@ -107,3 +107,14 @@ def engine(database: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def pg_engine(postgres_cluster: Cluster, postgres_template: str) -> Iterator[Engine]:
+    """An engine on a fresh, migrated PostgreSQL database, for tests of what only
+    PostgreSQL has (heap order, pipelines, array statements, plan settings)."""
+    engine = create_engine(_fresh_postgres_database(postgres_cluster, postgres_template))
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -12,13 +12,11 @@ that order, which this test reads back through ``ctid``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, text
 
-from sharedcare.db.engine import create_engine, write_connection
+from sharedcare.db.engine import write_connection
 from sharedcare.record.context import RequestContext
 from sharedcare.record.repository import Repository
 from sharedcare.record.sqlstore import INDEX_TABLES, SqlStore
@@ -38,19 +36,6 @@ def _patient(n: int) -> dict[str, Any]:
 def _heap_order(engine: Engine, table: str) -> list[int]:
     with engine.connect() as connection:
         return list(connection.execute(text(f"SELECT res FROM {table} ORDER BY ctid")).scalars())
-
-
-@pytest.fixture
-def pg_engine(postgres_cluster: Any, postgres_template: str) -> Iterator[Engine]:
-    """PostgreSQL only: SQLite keeps index tables in primary key order (WITHOUT ROWID), so
-    there is no heap order to check."""
-    from tests.conftest import _fresh_postgres_database
-
-    engine = create_engine(_fresh_postgres_database(postgres_cluster, postgres_template))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def test_each_resources_index_rows_are_adjacent_in_the_heap(pg_engine: Engine) -> None:

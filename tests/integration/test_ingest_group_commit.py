@@ -9,14 +9,13 @@ used again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
 
-from sharedcare.db.engine import create_engine, key_reader
+from sharedcare.db.engine import key_reader
 from sharedcare.db.tables import Feed, Message
 from sharedcare.ingest.stages import Stage
 from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
@@ -92,18 +91,6 @@ def test_a_group_commit_stores_every_column_as_given(engine: Engine) -> None:
     ]
     assert [r.attempts for r in _rows(engine)] == [1, 2, 1]
     assert _feeds(engine) == {"RBD": (3, 2), "RDZ": (1, 0)}
-
-
-@pytest.fixture
-def pg_engine(postgres_cluster: Any, postgres_template: str) -> Iterator[Engine]:
-    """PostgreSQL only: SQLite stores a batch in one ordinary transaction."""
-    from tests.conftest import _fresh_postgres_database
-
-    engine = create_engine(_fresh_postgres_database(postgres_cluster, postgres_template))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def test_the_group_commit_runs_alone_on_generic_plans(pg_engine: Engine) -> None:

@@ -10,13 +10,12 @@ large keys) in the same heap order (decision 0019).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
-from sharedcare.db.engine import create_engine, write_connection
+from sharedcare.db.engine import write_connection
 from sharedcare.record import sqlstore_pg
 from sharedcare.record.context import RequestContext
 from sharedcare.record.repository import Repository
@@ -88,18 +87,6 @@ def _pk(engine: Engine, resource_type: str, id: str) -> int:
                 {"t": resource_type, "i": id},
             ).scalar_one()
         )
-
-
-@pytest.fixture
-def pg_engine(postgres_cluster: Any, postgres_template: str) -> Iterator[Engine]:
-    """PostgreSQL only: the array statements are PostgreSQL's."""
-    from tests.conftest import _fresh_postgres_database
-
-    engine = create_engine(_fresh_postgres_database(postgres_cluster, postgres_template))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("make", [_patient, _observation])
