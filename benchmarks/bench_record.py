@@ -52,6 +52,7 @@ from sharedcare.record.bundles import process_bundle
 from sharedcare.record.context import RequestContext
 from sharedcare.record.repository import Repository
 from sharedcare.record.sqlstore import SqlStore
+from sharedcare.record.store_rows import INDEX_TABLES
 from tests.support.postgres import start_cluster
 
 BUNDLES = int(os.environ.get("BENCH_BUNDLES", "120"))
@@ -63,14 +64,7 @@ CRUD_CLIENTS = 8
 TABLES = (
     "resource",
     "resource_history",
-    "idx_string",
-    "idx_token",
-    "idx_reference",
-    "idx_date",
-    "idx_number",
-    "idx_quantity",
-    "idx_uri",
-    "idx_composite",
+    *(table.name for table in INDEX_TABLES.values()),
     "search_param",
 )
 TARGET_BYTES = 2048

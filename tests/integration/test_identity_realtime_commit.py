@@ -23,19 +23,11 @@ from sharedcare.identity.service import identity_service
 from sharedcare.record.context import RequestContext
 from sharedcare.record.repository import Repository
 from sharedcare.record.sqlstore import SqlStore
+from sharedcare.record.store_rows import INDEX_TABLES
 from tests.integration.test_identity_realtime import patient
 from tests.support.postgres import Cluster
 
-_INDEX_TABLES = (
-    "idx_string",
-    "idx_token",
-    "idx_reference",
-    "idx_date",
-    "idx_number",
-    "idx_quantity",
-    "idx_uri",
-    "idx_composite",
-)
+_INDEX_TABLES = tuple(table.name for table in INDEX_TABLES.values())
 _numbers = itertools.count()
 _GOLDEN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
