@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.common import load, percentile, served
+
+
+def _get(path: str) -> Callable[[int], tuple[str, str, dict[str, object]]]:
+    return lambda _i: ("GET", path, {})
 
 
 def main() -> None:
@@ -14,9 +19,7 @@ def main() -> None:
             ("GET /healthz", "/healthz", 3000),
             ("GET / (status)", "/", 500),
         ):
-            rate, latencies, errors = load(
-                base, lambda _i, p=path: ("GET", p, {}), total=total, concurrency=8
-            )
+            rate, latencies, errors = load(base, _get(path), total=total, concurrency=8)
             print(
                 f"{label:<16} {rate:8.0f} req/s  p50 {percentile(latencies, 50):6.1f} ms"
                 f"  p99 {percentile(latencies, 99):6.1f} ms  errors {errors}"

@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))  # run as a script, too
 
-from identity_synth import Generator
+from benchmarks.identity_synth import Generator
 from sharedcare.identity.matcher import DecisionKind, Matcher
 from sharedcare.identity.person import PersonRecord
 
@@ -82,7 +82,7 @@ def main() -> None:
         f"{held * 1e6 / 2**30:.1f} GB a million)"
     )
 
-    queries = []
+    queries: list[tuple[str | None, PersonRecord]] = []
     for k, p in enumerate(gen.rng.sample(indexed, args.queries - len(fresh))):
         queries.append((f"P{p.pid}", _record("acute", f"A{k}", gen.copy(p, nhs_missing=0.25))))
     for k, p in enumerate(fresh):

@@ -27,15 +27,16 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))  # run as a script, too
 
-from identity_synth import write_link_files
+from benchmarks.identity_synth import write_link_files
 from sharedcare.identity.compare import features
 from sharedcare.identity.linkfiles import (
     link_records,
     parse_field_map,
     read_records,
 )
+from sharedcare.identity.person import PersonRecord
 from sharedcare.identity.training import train
 
 FIELD_MAP = [
@@ -56,7 +57,7 @@ def scores(pred: set[tuple[str, str]], truth: set[tuple[str, str]]) -> tuple[flo
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-def load(folder: Path):
+def load(folder: Path) -> tuple[list[PersonRecord], list[PersonRecord], set[tuple[str, str]]]:
     fm = parse_field_map(FIELD_MAP)
     left = read_records(
         folder / "left.csv",
@@ -75,7 +76,7 @@ def load(folder: Path):
     return left, right, truth
 
 
-def splink_table(records):
+def splink_table(records: list[PersonRecord]) -> list[dict[str, str | None]]:
     rows = []
     for r in records:
         f = features(r)
@@ -94,7 +95,9 @@ def splink_table(records):
     return rows
 
 
-def run_splink(left, right, truth) -> None:
+def run_splink(
+    left: list[PersonRecord], right: list[PersonRecord], truth: set[tuple[str, str]]
+) -> None:
     import splink.comparison_library as cl
     from splink import Linker, SettingsCreator, block_on
     from splink.backends.duckdb import DuckDBAPI

@@ -36,9 +36,9 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))  # run as a script, too
 
-from identity_synth import Generator
+from benchmarks.identity_synth import Generator
 from sharedcare.db.engine import create_engine, write_connection
 from sharedcare.db.migrate import upgrade
 from sharedcare.identity import store as rows

@@ -310,7 +310,7 @@ def _crud_mix(
         ]
         before = _cpu(roots)
         rate, _, errors = load(
-            base, lambda i, r=requests: r[i], total=len(requests), concurrency=concurrency
+            base, requests.__getitem__, total=len(requests), concurrency=concurrency
         )
         print(
             f"    {name:15s} {len(requests):5d} requests {rate:7.0f} req/s  non-2xx {errors}  "

@@ -50,7 +50,8 @@ from benchmarks.common import cpu_seconds, load, percentile, served, server_root
 from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
 from sharedcare.fhir.search_index import extract_index
-from sharedcare.record.sqlstore import INDEX_TABLES, SqlStore, _index_row
+from sharedcare.record.sqlstore import INDEX_TABLES, SqlStore
+from sharedcare.record.store_rows import index_row as _index_row
 from tests.support.postgres import Cluster, _bindir, _free_port, start_cluster
 
 RESOURCES = int(os.environ.get("BENCH_SEARCH_RESOURCES", "1000000"))

@@ -72,8 +72,10 @@ def load(
             body = orjson.dumps(kwargs["json"])
             headers["content-type"] = "application/json"
         content = kwargs.get("content")
-        if content is not None:
-            body = content.encode() if isinstance(content, str) else bytes(content)  # type: ignore[arg-type]
+        if isinstance(content, str):
+            body = content.encode()
+        elif isinstance(content, bytes | bytearray | memoryview):
+            body = bytes(content)
         for name, value in dict(kwargs.get("headers") or {}).items():  # type: ignore[call-overload]
             headers[str(name).lower()] = str(value)
         if body or method in {"POST", "PUT", "PATCH"}:

@@ -51,7 +51,6 @@ def serving(
         try:
             code = server.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-            code = None
+            server.kill()  # it did not stop within a minute
+            code = server.wait()
     assert code == 0, f"the server did not stop cleanly (exit code {code})"
