@@ -284,7 +284,8 @@ def _finished(engine: Engine) -> int:
         return int(
             connection.scalar(
                 text(
-                    "SELECT count(*) FROM message WHERE stage NOT IN ('stored', 'parsed', 'mapped')"
+                    "SELECT count(*) FROM message_stage "
+                    "WHERE stage NOT IN ('stored', 'parsed', 'mapped')"
                 )
             )
             or 0
@@ -296,7 +297,7 @@ def _until_written(engine: Engine, poll: float = 0.02) -> None:
     all are stored). One probe of the stage index every ``poll`` seconds: cheap enough to
     poll often, so end to end is not rounded up by up to a coarse poll's interval."""
     probe = text(
-        "SELECT EXISTS (SELECT 1 FROM message WHERE stage IN ('stored', 'parsed', 'mapped'))"
+        "SELECT EXISTS (SELECT 1 FROM message_stage WHERE stage IN ('stored', 'parsed', 'mapped'))"
     )
     with engine.connect() as connection:
         while connection.scalar(probe):

@@ -92,15 +92,18 @@ def test_load_synthetic_reaches_written_and_matches_the_manifest(
     engine = create_engine(url)
     with engine.connect() as connection:
         stages: dict[str, int] = dict(
-            connection.execute(text("SELECT stage, count(*) FROM message GROUP BY stage")).all()
+            connection.execute(
+                text("SELECT stage, count(*) FROM message_stage GROUP BY stage")
+            ).all()
         )
         hl7_loaded: Counter[str] = Counter(
             dict(
                 connection.execute(
                     text(
                         "SELECT m.message_type, count(*) FROM message m JOIN feed f "
-                        "ON f.id = m.feed_id WHERE f.protocol = 'hl7v2' "
-                        "AND m.stage = 'written' GROUP BY m.message_type"
+                        "ON f.id = m.feed_id JOIN message_stage s ON s.id = m.id "
+                        "WHERE f.protocol = 'hl7v2' AND s.stage = 'written' "
+                        "GROUP BY m.message_type"
                     )
                 ).all()
             )
@@ -108,7 +111,8 @@ def test_load_synthetic_reaches_written_and_matches_the_manifest(
         csv_loaded = connection.execute(
             text(
                 "SELECT count(*) FROM message m JOIN feed f ON f.id = m.feed_id "
-                "WHERE f.protocol = 'csv' AND m.stage = 'written'"
+                "JOIN message_stage s ON s.id = m.id WHERE f.protocol = 'csv' "
+                "AND s.stage = 'written'"
             )
         ).scalar()
         fhir_sources = connection.execute(

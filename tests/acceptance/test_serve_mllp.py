@@ -44,7 +44,7 @@ def _written(url: str) -> int:
     try:
         with engine.connect() as connection:
             found = connection.execute(
-                text("SELECT count(*) FROM message WHERE stage = 'written'")
+                text("SELECT count(*) FROM message_stage WHERE stage = 'written'")
             ).scalar()
     finally:
         engine.dispose()

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine, select, text
 
-from sharedcare.db.tables import Feed, Message, Resource
+from sharedcare.db.tables import Feed, Message, MessageStage, Resource
 from sharedcare.ingest import pipeline
 from sharedcare.ingest.csvmap import get_mapping, load_mapping
 from sharedcare.ingest.csvmap import spec as csv_spec
@@ -94,7 +94,13 @@ def _messages(engine: Engine) -> list[Any]:
     with engine.connect() as connection:
         return list(
             connection.execute(
-                select(Message.stage, Message.error, Message.control_id, Message.resource_count)
+                select(
+                    MessageStage.stage,
+                    MessageStage.error,
+                    Message.control_id,
+                    MessageStage.resource_count,
+                )
+                .join(MessageStage, MessageStage.id == Message.id)
                 .join(Feed, Feed.id == Message.feed_id)
                 .where(Feed.protocol == "csv")
                 .order_by(Message.id)

@@ -37,7 +37,7 @@ def _bundle(n: int) -> bytes:
 
 def _stages(engine: Engine) -> dict[str, int]:
     with engine.connect() as connection:
-        rows = connection.execute(text("SELECT stage, count(*) FROM message GROUP BY stage"))
+        rows = connection.execute(text("SELECT stage, count(*) FROM message_stage GROUP BY stage"))
         return {stage: int(n) for stage, n in rows}
 
 
@@ -87,7 +87,7 @@ def test_files_are_taken_moved_and_failures_explained(ready: Engine, tmp_path: P
     assert _count(ready, "SELECT count(*) FROM resource WHERE id IN ('dp1', 'dp2')") == 2
     with ready.connect() as connection:
         error = connection.execute(
-            text("SELECT error FROM message WHERE stage = 'failed'")
+            text("SELECT error FROM message_stage WHERE stage = 'failed'")
         ).scalar()
     assert "birthDate" in str(error) and "not a date" not in str(error)
 
@@ -133,7 +133,7 @@ def test_watch_takes_files_as_they_arrive_and_replay_fixes_fhir(
     assert (root / "RDY" / DONE / "patient.json").is_file()
     assert _stages(ready) == {"written": 1}
     with ready.begin() as connection:
-        connection.execute(text("UPDATE message SET stage = 'failed', error = 'test'"))
+        connection.execute(text("UPDATE message_stage SET stage = 'failed', error = 'test'"))
     report = pipeline.replay(ready, feed="dropfolder@RDY")
     assert (report.tried, report.failed) == (1, 0)
     assert _stages(ready) == {"written": 1}

@@ -16,14 +16,15 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
 
 from sharedcare.db.engine import key_reader
-from sharedcare.db.tables import Feed, Message
+from sharedcare.db.tables import Feed
 from sharedcare.ingest.stages import Stage
 from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
+from tests.support.message_rows import message_rows
 
 
 def _rows(engine: Engine) -> list[Any]:
     with engine.connect() as connection:
-        return list(connection.execute(select(Message.__table__).order_by(Message.id)).all())
+        return list(connection.execute(message_rows()).all())
 
 
 def _feeds(engine: Engine) -> dict[str, tuple[int, int]]:

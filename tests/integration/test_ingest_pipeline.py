@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select, text
 from sharedcare.api import feeds as feeds_api
 from sharedcare.config import Settings
 from sharedcare.db import status as db_status
-from sharedcare.db.tables import Feed, IdentityAction, Message
+from sharedcare.db.tables import Feed, IdentityAction
 from sharedcare.ingest import health, pipeline
 from sharedcare.ingest.hl7v2.mapping import map_message
 from sharedcare.ingest.hl7v2.mllp import MllpServer
@@ -31,6 +31,7 @@ from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
 from sharedcare.ingest.writer import Outcome, ToWrite, write_messages
 from sharedcare.record.sqlstore import SqlStore
 from sharedcare.status import PlatformStatus
+from tests.support.message_rows import message_rows
 
 TIMEOUT = 30.0
 
@@ -95,7 +96,7 @@ def msa(reply: hl7.Message) -> tuple[str, str, str]:
 
 def rows(engine: Engine) -> list[Any]:
     with engine.connect() as connection:
-        return list(connection.execute(select(Message.__table__).order_by(Message.id)).all())
+        return list(connection.execute(message_rows()).all())
 
 
 def test_aa_is_sent_only_once_the_raw_message_is_committed(engine: Engine) -> None:
@@ -132,6 +133,7 @@ def test_a_store_failure_is_answered_ar_never_aa(engine: Engine) -> None:
     async def body(server: MllpServer, sink: DatabaseSink) -> None:
         with engine.begin() as connection:
             connection.execute(text("DROP TABLE identity_action"))
+            connection.execute(text("DROP TABLE message_stage"))
             connection.execute(text("DROP TABLE message"))
         [reply] = await send(server, adt("M1"))
         code, control, reason = msa(reply)

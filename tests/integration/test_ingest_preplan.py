@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, select
 
-from sharedcare.db.tables import Message, Resource
+from sharedcare.db.tables import MessageStage, Resource
 from sharedcare.ingest.hl7v2.mapping import map_message
 from sharedcare.ingest.preplan import Preplanner
 from sharedcare.ingest.stages import Stage
@@ -59,7 +59,7 @@ def _patient_id(item: ToWrite) -> str:
 
 def _stages(engine: Engine) -> dict[int, str]:
     with engine.connect() as connection:
-        rows = connection.execute(select(Message.__table__.c.id, Message.__table__.c.stage))
+        rows = connection.execute(select(MessageStage.id, MessageStage.stage))
         return {r.id: r.stage for r in rows}
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from sharedcare.db.tables import AuditRecord, Feed, Message, Resource
+from sharedcare.db.tables import AuditRecord, Feed, Resource
 from sharedcare.ingest import pipeline
 from sharedcare.ingest.hl7v2.mapping import map_message
 from sharedcare.ingest.stages import Stage
@@ -19,6 +19,7 @@ from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
 from sharedcare.ingest.writer import ToWrite, park_failed, write_messages
 from sharedcare.ingest.writer_process import _write, encode
 from sharedcare.record.sqlstore import SqlStore
+from tests.support.message_rows import message_rows
 
 
 def adt(cid: str, patient: str) -> str:
@@ -48,7 +49,7 @@ def _stored(engine: Engine, count: int) -> list[ToWrite]:
 
 def _rows(engine: Engine) -> dict[int, Any]:
     with engine.connect() as connection:
-        return {r.id: r for r in connection.execute(select(Message.__table__)).all()}
+        return {r.id: r for r in connection.execute(message_rows()).all()}
 
 
 def _feed_errors(engine: Engine) -> int:

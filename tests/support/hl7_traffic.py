@@ -332,7 +332,9 @@ def wait_until_written(engine: Engine, total: int, timeout: float = 300.0) -> di
     while True:
         with engine.connect() as connection:
             stages: dict[str, int] = dict(
-                connection.execute(text("SELECT stage, count(*) FROM message GROUP BY stage")).all()
+                connection.execute(
+                    text("SELECT stage, count(*) FROM message_stage GROUP BY stage")
+                ).all()
             )
         waiting = sum(n for s, n in stages.items() if s in ("stored", "parsed", "mapped"))
         if sum(stages.values()) >= total and not waiting:
@@ -360,7 +362,7 @@ def exactly_once_problems(engine: Engine, total: int) -> list[str]:
         if extra:
             problems.append(f"{len(extra)} unexpected messages stored")
         not_written = connection.scalar(
-            text("SELECT count(*) FROM message WHERE stage <> 'written'")
+            text("SELECT count(*) FROM message_stage WHERE stage <> 'written'")
         )
         if not_written:
             problems.append(f"{not_written} messages not written to the record")

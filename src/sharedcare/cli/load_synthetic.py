@@ -348,7 +348,7 @@ def _summary(run: Any, tallies: dict[str, Any], engine: Any, elapsed: float) -> 
 def _message_resources(engine: Any) -> int:
     from sqlalchemy import func, select
 
-    from sharedcare.db.tables import Message
+    from sharedcare.db.tables import MessageStage
 
     with engine.connect() as connection:
-        return int(connection.scalar(select(func.sum(Message.resource_count))) or 0)
+        return int(connection.scalar(select(func.sum(MessageStage.resource_count))) or 0)

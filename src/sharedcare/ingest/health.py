@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from sharedcare.db.tables import Feed, Message
+from sharedcare.db.tables import Feed, Message, MessageStage
 from sharedcare.ingest.stages import WAITING, Stage
 from sharedcare.plugins import hookimpl
 from sharedcare.record.instants import now_us
@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 MESSAGE: Any = Message.__table__
+STAGE: Any = MessageStage.__table__
 FEED: Any = Feed.__table__
 RATE_WINDOW_SECONDS = 300
 """The rate is messages received over this many seconds, per minute."""
@@ -81,7 +82,9 @@ def feed_statuses(connection: Connection) -> list[FeedStatus]:
     queued: dict[int, int] = dict(
         connection.execute(
             select(MESSAGE.c.feed_id, func.count())
-            .where(MESSAGE.c.stage == Stage.FAILED.value)
+            .select_from(STAGE)
+            .join(MESSAGE, MESSAGE.c.id == STAGE.c.id)
+            .where(STAGE.c.stage == Stage.FAILED.value)
             .group_by(MESSAGE.c.feed_id)
         ).all()
     )
@@ -93,7 +96,9 @@ def feed_statuses(connection: Connection) -> list[FeedStatus]:
                 func.count().label("n"),
                 func.min(MESSAGE.c.received_at).label("oldest"),
             )
-            .where(MESSAGE.c.stage.in_(WAITING))
+            .select_from(STAGE)
+            .join(MESSAGE, MESSAGE.c.id == STAGE.c.id)
+            .where(STAGE.c.stage.in_(WAITING))
             .group_by(MESSAGE.c.feed_id)
         )
     }
@@ -122,9 +127,9 @@ def feed_statuses(connection: Connection) -> list[FeedStatus]:
 
 def stage_counts(connection: Connection, feed_id: int | None = None) -> dict[str, int]:
     """How many messages are at each stage (optionally for one feed)."""
-    query = select(MESSAGE.c.stage, func.count()).group_by(MESSAGE.c.stage)
+    query = select(STAGE.c.stage, func.count()).group_by(STAGE.c.stage)
     if feed_id is not None:
-        query = query.where(MESSAGE.c.feed_id == feed_id)
+        query = query.join(MESSAGE, MESSAGE.c.id == STAGE.c.id).where(MESSAGE.c.feed_id == feed_id)
     return {stage: int(n) for stage, n in connection.execute(query)}
 
 
@@ -148,18 +153,19 @@ def error_queue(
     """Failed messages waiting to be fixed and replayed, oldest first."""
     query = (
         select(
-            MESSAGE.c.id,
+            STAGE.c.id,
             FEED.c.name,
             MESSAGE.c.control_id,
             MESSAGE.c.message_type,
             MESSAGE.c.received_at,
-            MESSAGE.c.error_stage,
-            MESSAGE.c.error,
-            MESSAGE.c.attempts,
+            STAGE.c.error_stage,
+            STAGE.c.error,
+            STAGE.c.attempts,
         )
+        .join(MESSAGE, MESSAGE.c.id == STAGE.c.id)
         .join(FEED, FEED.c.id == MESSAGE.c.feed_id)
-        .where(MESSAGE.c.stage == Stage.FAILED.value)
-        .order_by(MESSAGE.c.id)
+        .where(STAGE.c.stage == Stage.FAILED.value)
+        .order_by(STAGE.c.id)
         .limit(limit)
     )
     if feed is not None:
@@ -177,7 +183,8 @@ def collect_status(connection: Connection, status: PlatformStatus) -> None:
         connection.execute(
             select(FEED.c.name, func.count())
             .join(MESSAGE, MESSAGE.c.feed_id == FEED.c.id)
-            .where(MESSAGE.c.stage == Stage.FAILED.value)
+            .join(STAGE, STAGE.c.id == MESSAGE.c.id)
+            .where(STAGE.c.stage == Stage.FAILED.value)
             .group_by(FEED.c.name)
         ).all()
     )

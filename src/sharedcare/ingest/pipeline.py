@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, select, update
 
 from sharedcare.db.engine import write_connection
-from sharedcare.db.tables import Feed, Message
+from sharedcare.db.tables import Feed, Message, MessageStage
 from sharedcare.ingest.csvmap.messages import map_stored_row, mapping_error_reason
 from sharedcare.ingest.csvmap.render import CsvRowError
 from sharedcare.ingest.csvmap.spec import MappingSpecError
@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 MESSAGE: Any = Message.__table__
+STAGE: Any = MessageStage.__table__
 FEED: Any = Feed.__table__
 CHUNK = 500
 
@@ -108,8 +109,8 @@ def _mark_failed(engine: Engine, failures: Sequence[tuple[int, str, str]]) -> No
         return
     with write_connection(engine) as connection:
         connection.execute(
-            update(MESSAGE)
-            .where(MESSAGE.c.id == bindparam("b_id"))
+            update(STAGE)
+            .where(STAGE.c.id == bindparam("b_id"))
             .values(
                 stage=Stage.FAILED.value,
                 error_stage=bindparam("b_stage"),
@@ -165,8 +166,8 @@ def process_rows(
 def _select(stages: Sequence[str]) -> Any:
     return (
         select(
-            MESSAGE.c.id,
-            MESSAGE.c.stage,
+            STAGE.c.id,
+            STAGE.c.stage,
             MESSAGE.c.raw,
             MESSAGE.c.feed_id,
             MESSAGE.c.message_type,
@@ -176,9 +177,10 @@ def _select(stages: Sequence[str]) -> Any:
             FEED.c.name.label("feed_name"),
             FEED.c.organisation_ods_code.label("organisation"),
         )
+        .join(MESSAGE, MESSAGE.c.id == STAGE.c.id)
         .join(FEED, FEED.c.id == MESSAGE.c.feed_id)
-        .where(MESSAGE.c.stage.in_(list(stages)))
-        .order_by(MESSAGE.c.id)
+        .where(STAGE.c.stage.in_(list(stages)))
+        .order_by(STAGE.c.id)
     )
 
 
@@ -189,16 +191,16 @@ def _run(engine: Engine, query: Any, *, replaying: bool) -> ReplayReport:
     last = 0
     while True:
         with engine.connect() as connection:
-            rows = connection.execute(query.where(MESSAGE.c.id > last).limit(CHUNK)).all()
+            rows = connection.execute(query.where(STAGE.c.id > last).limit(CHUNK)).all()
         if not rows:
             return total
         last = rows[-1].id
         if replaying:
             with write_connection(engine) as connection:
                 connection.execute(
-                    update(MESSAGE)
-                    .where(MESSAGE.c.id.in_([r.id for r in rows]))
-                    .values(attempts=MESSAGE.c.attempts + 1, updated_at=now_us())
+                    update(STAGE)
+                    .where(STAGE.c.id.in_([r.id for r in rows]))
+                    .values(attempts=STAGE.c.attempts + 1, updated_at=now_us())
                 )
         report = process_rows(engine, store, rows, replaying=replaying)
         total.tried += report.tried
@@ -224,7 +226,7 @@ def replay(
     if feed is not None:
         query = query.where(FEED.c.name == feed)
     if ids:
-        query = query.where(MESSAGE.c.id.in_(list(ids)))
+        query = query.where(STAGE.c.id.in_(list(ids)))
     return _run(engine, query, replaying=True)
 
 
@@ -238,7 +240,7 @@ def recover(engine: Engine, *, before: int | None = None) -> ReplayReport:
     """
     query = _select(WAITING)
     if before is not None:
-        query = query.where(MESSAGE.c.id < before)
+        query = query.where(STAGE.c.id < before)
     return _run(engine, query, replaying=False)
 
 
@@ -256,7 +258,7 @@ def process_ids(engine: Engine, store: SqlStore, ids: Sequence[int]) -> ReplayRe
         for start in range(0, len(ids), CHUNK):
             chunk = list(ids[start : start + CHUNK])
             query = _select([stage.value for stage in Stage])
-            for row in connection.execute(query.where(MESSAGE.c.id.in_(chunk))):
+            for row in connection.execute(query.where(STAGE.c.id.in_(chunk))):
                 if row.stage in WAITING:
                     rows.append(row)
                 else:

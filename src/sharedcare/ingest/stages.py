@@ -27,7 +27,7 @@ __all__ = ["WAITING", "Stage"]
 
 
 class Stage(StrEnum):
-    """Pipeline stage of one message (the ``message.stage`` column)."""
+    """Pipeline stage of one message (the ``message_stage.stage`` column)."""
 
     RECEIVED = "received"
     STORED = "stored"

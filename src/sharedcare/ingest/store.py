@@ -1,5 +1,9 @@
 """Durable storage of received messages: feeds, the ``message`` table, stage changes.
 
+Each message is two rows (decision 0034, addendum of 2026-11-22, session 9): ``message``
+(what was received: keys, type, time, raw bytes) and ``message_stage`` (its stage, failure,
+times and attempts), inserted together.
+
 :func:`store_messages` is the "store" of store-then-ACK: it registers unknown feeds,
 inserts a batch of messages with their raw bytes in one committed transaction (group
 commit), and reports, for each, whether it was new or a resend. The caller builds the
@@ -21,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from sharedcare.db.engine import driver_errors, key_reader, write_connection
-from sharedcare.db.tables import Feed, Message, Organisation
+from sharedcare.db.tables import Feed, Message, MessageStage, Organisation
 from sharedcare.ingest.stages import Stage
 from sharedcare.record.instants import now_us
 from sharedcare.reference import organisations
@@ -37,12 +41,16 @@ __all__ = [
 ]
 
 MESSAGE: Any = Message.__table__
+STAGE: Any = MessageStage.__table__
 FEED: Any = Feed.__table__
 ORGANISATION: Any = Organisation.__table__
 
 # ODS codes: 3 characters (trusts, e.g. RBD), 5 (their sites, e.g. RBD01), or a letter and
 # five digits (GP practices, e.g. J81021). https://digital.nhs.uk/services/organisation-data-service
-_RETRY_COLUMNS = ("b_id", "raw", "stage", "error_stage", "error", "updated_at")
+# Columns of a message's two rows (besides ids).
+_MESSAGE_COLUMNS = ("feed_id", "sender_key", "control_id", "message_type", "received_at", "raw")
+_STAGE_COLUMNS = ("stage", "error_stage", "error", "updated_at", "attempts")
+_RETRY_COLUMNS = ("b_id", "stage", "error_stage", "error", "updated_at")
 _ODS = re.compile(r"^(?:[A-Z][A-Z0-9]{2}(?:[A-Z0-9]{2})?|[A-Z]\d{5})$")
 # Councils have no ODS code in our reference data; their extracts name them by the ONS
 # (GSS) code of the local authority district, e.g. E06000058 for BCP Council.
@@ -260,8 +268,17 @@ def store_messages(
             .returning(MESSAGE.c.id, MESSAGE.c.sender_key, MESSAGE.c.control_id)
         )
         # One cached statement, sent as multi-row INSERTs by SQLAlchemy's "insertmanyvalues".
-        result = connection.execute(statement, rows)
+        result = connection.execute(
+            statement, [{name: row[name] for name in _MESSAGE_COLUMNS} for row in rows]
+        )
         inserted = {(row.sender_key, row.control_id): row.id for row in result}
+        staged: dict[int, dict[str, Any]] = {}
+        for item, row in zip(items, rows, strict=True):  # a key twice: its first row went in
+            id_ = inserted.get(item.key)
+            if id_ is not None and id_ not in staged:
+                staged[id_] = {"id": id_, **{name: row[name] for name in _STAGE_COLUMNS}}
+        if staged:
+            connection.execute(STAGE.insert(), list(staged.values()))
         return _settle(connection, items, feeds, rows, inserted, counted=False)
 
 
@@ -329,9 +346,9 @@ def _settle(
                 uncounted.append(results[-1])
             continue
         existing = connection.execute(
-            select(MESSAGE.c.id, MESSAGE.c.stage).where(
-                MESSAGE.c.sender_key == key[0], MESSAGE.c.control_id == key[1]
-            )
+            select(MESSAGE.c.id, STAGE.c.stage)
+            .join(STAGE, STAGE.c.id == MESSAGE.c.id)
+            .where(MESSAGE.c.sender_key == key[0], MESSAGE.c.control_id == key[1])
         ).one()
         if existing.stage == Stage.FAILED.value and key not in taken:
             taken.add(key)
@@ -342,15 +359,18 @@ def _settle(
         uncounted.append(results[-1])
     if retried:
         connection.execute(
-            update(MESSAGE)
-            .where(MESSAGE.c.id == bindparam("b_id"))
+            update(MESSAGE).where(MESSAGE.c.id == bindparam("b_id")).values(raw=bindparam("raw")),
+            [{"b_id": r["b_id"], "raw": r["raw"]} for r in retried],
+        )
+        connection.execute(
+            update(STAGE)
+            .where(STAGE.c.id == bindparam("b_id"))
             .values(
-                raw=bindparam("raw"),
                 stage=bindparam("stage"),
                 error_stage=bindparam("error_stage"),
                 error=bindparam("error"),
                 updated_at=bindparam("updated_at"),
-                attempts=MESSAGE.c.attempts + 1,
+                attempts=STAGE.c.attempts + 1,
             ),
             [{k: r[k] for k in _RETRY_COLUMNS} for r in retried],
         )
@@ -372,18 +392,26 @@ _PG_COLUMNS = (
     ("error_stage", "text"),
     ("error", "text"),
 )
-# The inserted rows are added to their feeds' counters in the same statement, so a group
-# commit of new messages is this one statement, a transaction of its own.
+# The inserted rows get their stage rows and are added to their feeds' counters in the same
+# statement, so a group commit of new messages is this one statement, a transaction of its
+# own. Each row takes its id from the sequence first (``u`` is evaluated once), so a stage
+# row joins its message row by id; a resend (its key already stored) uses up an id, as the
+# sequence default of a conflicting row always did.
 _PG_INSERT = (
-    "WITH inserted AS ("
-    "INSERT INTO message (feed_id, sender_key, control_id, message_type, raw, stage, "
-    "error_stage, error, received_at, updated_at, attempts) "
-    "SELECT u.*, %(now)s::bigint, %(now)s::bigint, 1 "
-    f"FROM unnest({', '.join(f'%({n})b::{t}[]' for n, t in _PG_COLUMNS)}) AS u "
+    "WITH u AS (SELECT nextval('message_id_seq'::regclass) AS id, u.* "
+    f"FROM unnest({', '.join(f'%({n})b::{t}[]' for n, t in _PG_COLUMNS)}) "
+    f"AS u({', '.join(n for n, _ in _PG_COLUMNS)})), "
+    "inserted AS ("
+    "INSERT INTO message (id, feed_id, sender_key, control_id, message_type, raw, received_at) "
+    "SELECT id, feed_id, sender_key, control_id, message_type, raw, %(now)s::bigint FROM u "
     "ON CONFLICT (sender_key, control_id) DO NOTHING "
-    "RETURNING id, sender_key, control_id, feed_id, stage), "
-    "counts AS (SELECT feed_id, count(*) AS new, "
-    "count(*) FILTER (WHERE stage = 'failed') AS failed FROM inserted GROUP BY feed_id), "
+    "RETURNING id, sender_key, control_id, feed_id), "
+    "staged AS (INSERT INTO message_stage (id, stage, error_stage, error, updated_at, attempts) "
+    "SELECT u.id, u.stage, u.error_stage, u.error, %(now)s::bigint, 1 "
+    "FROM u JOIN inserted USING (id)), "
+    "counts AS (SELECT u.feed_id, count(*) AS new, "
+    "count(*) FILTER (WHERE u.stage = 'failed') AS failed "
+    "FROM u JOIN inserted USING (id) GROUP BY u.feed_id), "
     "counted AS (UPDATE feed SET last_message_at = %(at)s, "
     "message_count = feed.message_count + counts.new, "
     "error_count = feed.error_count + counts.failed "

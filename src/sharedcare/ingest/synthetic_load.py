@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, func, select
 
-from sharedcare.db.tables import Feed, Message
+from sharedcare.db.tables import Feed, Message, MessageStage
 from sharedcare.ingest.csvmap.messages import CsvFileError, ingest_csv_file
 from sharedcare.ingest.csvmap.spec import CsvMapping, mapping_for_file
 from sharedcare.ingest.hl7v2.mllp import END_BLOCK, frame
@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 MESSAGE: Any = Message.__table__
+STAGE: Any = MessageStage.__table__
 FEED: Any = Feed.__table__
 TRUTH_FILE = "truth.csv"
 MANIFEST_KIND = {
@@ -418,9 +419,11 @@ def load_csv(engine: Engine, group: FeedGroup, advance: Callable[[int], None]) -
 def stage_totals(engine: Engine, protocol: str | None = None) -> Counter[str]:
     """Messages per stage (optionally for one protocol)."""
     query = (
-        select(MESSAGE.c.stage, func.count())
+        select(STAGE.c.stage, func.count())
+        .select_from(STAGE)
+        .join(MESSAGE, MESSAGE.c.id == STAGE.c.id)
         .join(FEED, FEED.c.id == MESSAGE.c.feed_id)
-        .group_by(MESSAGE.c.stage)
+        .group_by(STAGE.c.stage)
     )
     if protocol is not None:
         query = query.where(FEED.c.protocol == protocol)

@@ -1,7 +1,7 @@
 """Write mapped messages to the record, many at a time, each exactly once.
 
 A batch of messages becomes one database transaction that both writes their resources and
-moves their ``message`` rows to ``written``: the stage change and the resources commit
+moves their ``message_stage`` rows to ``written``: the stage change and the resources commit
 together, so a crash leaves a message either wholly written or still waiting, never half.
 Resources are PUT at their deterministic ids through the record's
 :class:`~sharedcare.record.repository.Repository` (validation, index extraction, ``meta``)
@@ -39,7 +39,7 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from sharedcare.db.engine import write_connection
-from sharedcare.db.tables import Feed, IdentityAction, Message
+from sharedcare.db.tables import Feed, IdentityAction, Message, MessageStage
 from sharedcare.identity.service import SourcePatient, Work, identity_service
 from sharedcare.ingest.hl7v2.mapping import MappedMessage, PatientMerge
 from sharedcare.ingest.stages import WAITING, Stage
@@ -69,23 +69,26 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MESSAGE: Any = Message.__table__
+STAGE: Any = MessageStage.__table__
 FEED: Any = Feed.__table__
 ACTION: Any = IdentityAction.__table__
 _RETRIES = 3
 _WAITING = frozenset(WAITING)
 _REPLAYABLE = frozenset({Stage.FAILED.value})
 # PostgreSQL statements whose text is the same for any batch (arrays, not IN lists).
-_PG_CLAIM = "SELECT id, stage FROM message WHERE id = ANY(%(ids)s::bigint[]) FOR UPDATE"
+_PG_CLAIM = "SELECT id, stage FROM message_stage WHERE id = ANY(%(ids)s::bigint[]) FOR UPDATE"
 _PG_VERSIONS = (
     "SELECT r.resource_type, r.id, r.version_id FROM resource r "
     f"JOIN {sqlstore_pg.KEYS} ON r.resource_type = k.t AND r.id = k.i"
 )
+# The stage row is narrow and has two indexes (decision 0034, addendum of session 9): the
+# update rewrites ~100 bytes and two index entries a message, not the raw bytes and four.
 _PG_FINISH = (
-    "UPDATE message SET stage = u.stage, resource_count = u.n, written_at = %(now)s, "
+    "UPDATE message_stage SET stage = u.stage, resource_count = u.n, written_at = %(now)s, "
     "updated_at = %(now)s, error = NULL, error_stage = NULL "
     "FROM ROWS FROM (unnest(%(ids)s::bigint[]), json_array_elements_text(%(stages)s::json), "
     "unnest(%(counts)s::integer[])) AS u(id, stage, n) "
-    "WHERE message.id = u.id AND message.id = ANY(%(ids)s::bigint[])"
+    "WHERE message_stage.id = u.id AND message_stage.id = ANY(%(ids)s::bigint[])"
 )
 
 
@@ -274,8 +277,8 @@ def finish_messages(
         )
     elif done:
         connection.execute(
-            update(MESSAGE)
-            .where(MESSAGE.c.id == bindparam("b_id"))
+            update(STAGE)
+            .where(STAGE.c.id == bindparam("b_id"))
             .values(
                 stage=bindparam("b_stage"),
                 resource_count=bindparam("b_count"),
@@ -288,8 +291,8 @@ def finish_messages(
         )
     if failed:
         connection.execute(
-            update(MESSAGE)
-            .where(MESSAGE.c.id == bindparam("b_id"))
+            update(STAGE)
+            .where(STAGE.c.id == bindparam("b_id"))
             .values(
                 stage=Stage.FAILED.value,
                 error_stage=Stage.WRITTEN.value,
@@ -333,8 +336,8 @@ def _claim(
         stages.update((id_, stage) for id_, stage in rows)
     else:  # SQLite: the write transaction (BEGIN IMMEDIATE) holds the database already
         for start in range(0, len(ids), 500):
-            query = select(MESSAGE.c.id, MESSAGE.c.stage).where(
-                MESSAGE.c.id.in_(ids[start : start + 500])
+            query = select(STAGE.c.id, STAGE.c.stage).where(
+                STAGE.c.id.in_(ids[start : start + 500])
             )
             stages.update((row.id, row.stage) for row in connection.execute(query))
     live: list[ToWrite] = []
@@ -427,10 +430,10 @@ def apply_pending_merges(engine: Engine, store: SqlStore) -> int:
                 update(ACTION).where(ACTION.c.id == row.id).values(status=status)
             )
             work.connection.execute(
-                update(MESSAGE)
+                update(STAGE)
                 .where(
-                    MESSAGE.c.id == row.message_id,
-                    MESSAGE.c.stage == Stage.IDENTITY_PENDING.value,
+                    STAGE.c.id == row.message_id,
+                    STAGE.c.stage == Stage.IDENTITY_PENDING.value,
                 )
                 .values(stage=Stage.WRITTEN.value, updated_at=work.now)
             )
@@ -520,19 +523,20 @@ def park_failed(engine: Engine, message_id: int, cause: str, *, replaying: bool 
     reason = _write_failure(cause, message_id)
     stages = _REPLAYABLE if replaying else _WAITING
     with write_connection(engine) as connection:
-        feed_id = connection.execute(
-            update(MESSAGE)
-            .where(MESSAGE.c.id == message_id, MESSAGE.c.stage.in_(sorted(stages)))
+        moved = connection.execute(
+            update(STAGE)
+            .where(STAGE.c.id == message_id, STAGE.c.stage.in_(sorted(stages)))
             .values(
                 stage=Stage.FAILED.value,
                 error_stage=Stage.WRITTEN.value,
                 error=reason,
                 updated_at=now_us(),
             )
-            .returning(MESSAGE.c.feed_id)
+            .returning(STAGE.c.id)
         ).scalar()
-        if feed_id is None:
+        if moved is None:
             return False
+        feed_id = connection.scalar(select(MESSAGE.c.feed_id).where(MESSAGE.c.id == message_id))
         connection.execute(
             update(FEED).where(FEED.c.id == feed_id).values(error_count=FEED.c.error_count + 1)
         )

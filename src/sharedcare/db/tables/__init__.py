@@ -15,7 +15,7 @@ from sharedcare.db.tables.identity import (
     IdentityState,
     IdentityTrail,
 )
-from sharedcare.db.tables.ingest import IdentityAction, Message
+from sharedcare.db.tables.ingest import IdentityAction, Message, MessageStage
 from sharedcare.db.tables.platform import Feed, Organisation
 from sharedcare.db.tables.record import (
     AuditRecord,
@@ -53,6 +53,7 @@ __all__ = [
     "IdxToken",
     "IdxUri",
     "Message",
+    "MessageStage",
     "Organisation",
     "Resource",
     "ResourceHistory",
