@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -201,6 +201,7 @@ class IdentityService:
         *,
         commit: bool = False,
         patients: Sequence[str] = (),
+        lead: Callable[[Any], None] | None = None,
     ) -> Iterator[Work]:
         """One write transaction with the index loaded and current; see the module docstring.
 
@@ -210,12 +211,16 @@ class IdentityService:
         (:meth:`Work.flush`). ``patients``: ids whose :class:`~sharedcare.identity.store.
         PatientState` the work will need (:func:`~sharedcare.identity.batch.sync_patients`);
         on PostgreSQL they are read with the version's bump, in one round trip.
+        ``lead``: on PostgreSQL, sends the caller's first statements in that round trip
+        (:func:`~sharedcare.identity.store.bump_with`).
         """
         with self._lock:
             with write_connection(engine) as connection:
                 prefetched: dict[str, rows.PatientState] | None = None
                 if patients and len(patients) <= 500 and connection.dialect.name == "postgresql":
                     version, prefetched = rows.bump_with_states(connection, patients)
+                elif lead is not None and connection.dialect.name == "postgresql":
+                    version = rows.bump_with(connection, lead)
                 else:
                     version = rows.bump_version(connection)
                 known = self._version

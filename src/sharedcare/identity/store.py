@@ -7,7 +7,7 @@ the tables. Evidence is stored as JSON naming levels and weights, never values.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "SourceRow",
     "TrailEntry",
     "bump_version",
+    "bump_with",
     "current_version",
     "golden_rows",
     "insert_merge",
@@ -287,6 +288,24 @@ def bump_with_states(
     row = bump.fetchone()
     found = {r[0]: PatientState(r[1], bool(r[2]), r[3]) for r in read.fetchall()}
     return (int(row[0]) if row and row[0] is not None else 0), found
+
+
+def bump_with(connection: Connection, send: Callable[[Any], None]) -> int:
+    """:func:`bump_version`, and the statements ``send`` sends, in one round trip.
+
+    PostgreSQL only (pipeline mode): ``send`` is given the driver connection in the open
+    pipeline and keeps the cursors of what it sends; their results are there once this
+    returns. The transaction's ``BEGIN`` goes in the same round trip. What ``send`` sends
+    runs after the ``UPDATE`` has the index version's row lock, each statement with a
+    snapshot of its own (read committed): it sees what it would see sent after the bump.
+    An error in any of them is raised here, as SQLAlchemy's class.
+    """
+    raw = driver_connection(connection)
+    with driver_errors(), raw.pipeline():
+        bump = raw.execute(_PG_BUMP)
+        send(raw)
+    row = bump.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def refresh_links(connection: Connection, versions: dict[str, int], changed: int) -> None:

@@ -201,9 +201,18 @@ class WorkWriter:
         # wait at the end, not one per statement. Inserts that return rows (the trail's
         # ids; the review's key, which SQLAlchemy fetches for a single row) come after:
         # pipeline mode does not give them their results.
-        with self.store.pipelined(c, goldens):
-            self._write_rows(goldens)
-            write_audit(c, self.context, p.audits)
+        if c.dialect.name == "postgresql" and len(goldens) > 1:
+            # A batch (the ingest writer's): the golden Patients first, as their writes wait
+            # for reads; then every statement left that returns nothing in one pipeline
+            # (nothing in it may read a result through SQLAlchemy: it would come back empty).
+            self.store.apply(c, goldens)
+            with sqlstore_pg.pipeline(c):
+                self._write_rows([])
+                write_audit(c, self.context, p.audits)
+        else:
+            with self.store.pipelined(c, goldens):
+                self._write_rows(goldens)
+                write_audit(c, self.context, p.audits)
         rows.insert_reviews(c, p.reviews)
         written = rows.insert_trail(c, self.context.user, p.trail, self.now)
         if written is None and last_trail:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,12 +228,19 @@ class Preplanned:
     assumed: dict[tuple[str, str], int]
 
 
-def _still_current(connection: Connection, store: SqlStore, assumed: dict[Any, int]) -> bool:
-    """Whether every resource is at the version ``assumed`` (read in the write transaction)."""
+def _still_current(
+    connection: Connection, store: SqlStore, assumed: dict[Any, int], sent: Any = None
+) -> bool:
+    """Whether every resource is at the version ``assumed`` (read in the write transaction;
+    on PostgreSQL ``sent`` is the cursor of that read if it was sent already, :class:`_Lead`)."""
     keys = list(assumed)
     found: dict[tuple[str, str], int] = {}
     if connection.dialect.name == "postgresql" and keys:
-        rows = connection.exec_driver_sql(_PG_VERSIONS, sqlstore_pg.key_arrays(keys))
+        if sent is not None:
+            with sent:
+                rows = sent.fetchall()
+        else:
+            rows = connection.exec_driver_sql(_PG_VERSIONS, sqlstore_pg.key_arrays(keys)).all()
         found.update(((t, i), v) for t, i, v in rows)
     else:
         found.update((key, s.version_id) for key, s in store.read_many(connection, keys).items())
@@ -317,7 +325,7 @@ def _merge_status(work: Work, merge: PatientMerge) -> str:
 
 
 def _claim(
-    connection: Connection, items: Sequence[ToWrite], claimable: frozenset[str]
+    connection: Connection, items: Sequence[ToWrite], claimable: frozenset[str], sent: Any = None
 ) -> tuple[list[ToWrite], list[Outcome]]:
     """Lock the items' message rows; keep those still at a stage in ``claimable``.
 
@@ -327,12 +335,17 @@ def _claim(
     by a killed listener, and the recovery of its successor) write it once. A row already
     moved to ``failed`` is skipped too unless the caller is replaying failures: a batch
     retried after part of it committed neither writes a failed message again nor counts
-    its failure twice in its feed's error counter.
+    its failure twice in its feed's error counter. On PostgreSQL ``sent`` is the cursor of
+    the locking read if it was sent already (with the bump, :class:`_Lead`).
     """
     ids = [item.message_id for item in items]
     stages: dict[int, str] = {}
     if connection.dialect.name == "postgresql":
-        rows = connection.exec_driver_sql(_PG_CLAIM, {"ids": sqlstore_pg.int_array(ids)})
+        if sent is not None:
+            with sent:
+                rows = sent.fetchall()
+        else:
+            rows = connection.exec_driver_sql(_PG_CLAIM, {"ids": sqlstore_pg.int_array(ids)}).all()
         stages.update((id_, stage) for id_, stage in rows)
     else:  # SQLite: the write transaction (BEGIN IMMEDIATE) holds the database already
         for start in range(0, len(ids), 500):
@@ -354,6 +367,32 @@ def _claim(
     return live, done
 
 
+class _Lead:
+    """The write transaction's first reads on PostgreSQL, sent with the identity version's
+    bump in one round trip (:func:`~sharedcare.identity.store.bump_with`): the claim's
+    locking read of the message rows and, for a batch planned ahead, the version check.
+    Both run after the bump holds its lock, as when sent one by one after it."""
+
+    def __init__(self, items: Sequence[ToWrite], preplanned: Preplanned | None) -> None:
+        self.ids = sqlstore_pg.int_array([item.message_id for item in items])
+        self.keys = list(preplanned.assumed) if preplanned is not None else []
+        self.claim: Any = None
+        self.versions: Any = None
+
+    def __call__(self, raw: Any) -> None:
+        self.claim = raw.cursor()
+        self.claim.execute(_PG_CLAIM, {"ids": self.ids})
+        if self.keys:
+            self.versions = raw.cursor()
+            self.versions.execute(_PG_VERSIONS, sqlstore_pg.key_arrays(self.keys))
+
+    def close(self) -> None:
+        """Close the cursors left unread (the version check of a batch re-planned)."""
+        for cursor in (self.claim, self.versions):
+            if cursor is not None:
+                cursor.close()
+
+
 def _write_once(
     engine: Engine,
     store: SqlStore,
@@ -361,28 +400,51 @@ def _write_once(
     claimable: frozenset[str],
     preplanned: Preplanned | None = None,
 ) -> tuple[list[Outcome], bool]:
-    with identity_service(engine).transaction(engine, store) as work:
+    postgresql = engine.dialect.name == "postgresql"
+    lead = _Lead(items, preplanned) if postgresql else None
+    try:
+        return _write_in(engine, store, items, claimable, preplanned, lead)
+    finally:
+        if lead is not None:
+            lead.close()
+
+
+def _write_in(
+    engine: Engine,
+    store: SqlStore,
+    items: Sequence[ToWrite],
+    claimable: frozenset[str],
+    preplanned: Preplanned | None,
+    lead: _Lead | None,
+) -> tuple[list[Outcome], bool]:
+    with identity_service(engine).transaction(engine, store, lead=lead) as work:
         connection = work.connection
-        items, skipped = _claim(connection, items, claimable)
+        items, skipped = _claim(
+            connection, items, claimable, lead.claim if lead is not None else None
+        )
         # A plan made before the transaction stands only if every message is still the
         # caller's and every resource it touches is at the version it was planned on;
         # otherwise the batch is planned again here, on what this transaction sees.
         used = (
             preplanned is not None
             and not skipped
-            and _still_current(connection, store, preplanned.assumed)
+            and _still_current(
+                connection,
+                store,
+                preplanned.assumed,
+                lead.versions if lead is not None else None,
+            )
         )
         if used and preplanned is not None:
             plan = preplanned.plan
         else:
             plan = _plan(connection, store, items, work.now)
         plan.outcomes.extend(skipped)
+        postgresql = connection.dialect.name == "postgresql"
         for round_writes in plan.rounds:
             store.apply(connection, round_writes)
         work.place(plan.patients)  # the identity stage: match every Patient written
         statuses = [_merge_status(work, merge) for _, merge in plan.merges]
-        for context, entries in plan.audits.values():
-            write_audit(connection, context, entries)
         if plan.merges:
             connection.execute(
                 insert(ACTION),
@@ -397,11 +459,18 @@ def _write_once(
                     for (message_id, merge), status in zip(plan.merges, statuses, strict=True)
                 ],
             )
-        finish_messages(
-            connection,
-            [o for o in plan.outcomes if not o.skipped],
-            {i.message_id: i.feed.id for i in items},
-        )
+        # Statements that return nothing, sent together on PostgreSQL (one wait at the
+        # end of the block; an error in any is raised there and rolls the batch back).
+        # Nothing in the block may read a result through SQLAlchemy: in pipeline mode its
+        # result would come back empty.
+        with sqlstore_pg.pipeline(connection) if postgresql else nullcontext():
+            for context, entries in plan.audits.values():
+                write_audit(connection, context, entries)
+            finish_messages(
+                connection,
+                [o for o in plan.outcomes if not o.skipped],
+                {i.message_id: i.feed.id for i in items},
+            )
     return plan.outcomes, used
 
 

@@ -10,7 +10,8 @@ handful of round trips, whatever its size:
 3. new resources are inserted in one ``INSERT … RETURNING pk``; existing ones are updated
    in one statement;
 4. old index rows are deleted from every index table, and the new ones inserted
-   with one ``COPY`` (PostgreSQL) or ``executemany`` (SQLite) per index table. A batch
+   with one ``INSERT … SELECT`` of arrays (PostgreSQL) or ``executemany`` (SQLite) per
+   index table. A batch
    on PostgreSQL first reads its updated resources' stored index rows and rewrites a
    resource's rows only in the tables where they changed (``sqlstore_pg.index_changes``,
    ``docs/decisions/0034-ingest-writer-rows-and-parameters.md``).
@@ -19,9 +20,10 @@ On PostgreSQL steps 1–3 are statements of fixed text taking arrays (``unnest``
 passed as text that orjson builds, see ``sqlstore_pg.text_array``);
 step 4's deletes are in the statement that updates: a text that changed with the batch
 size was never in psycopg's cache, and converting its placeholders cost the writer as much
-CPU as PostgreSQL's own work. The index rows stay on ``COPY``: one ``INSERT … SELECT FROM
-unnest(…)`` for every table cost 40–60% more client CPU (psycopg builds array parameters in
-Python, ``COPY`` rows in C) for the same server CPU (measured at 10,000 rows per batch).
+CPU as PostgreSQL's own work. A batch's statements after the locked read go in two
+round trips of psycopg's pipeline mode (``sqlstore_pg.write_batch``); its index rows are
+arrays built by orjson, not ``COPY`` (two round trips a table, outside any pipeline:
+``docs/decisions/0025-ingest-writer-plans-ahead.md``, session-9 addendum).
 A write of one resource on PostgreSQL (a REST interaction) takes plain parameters instead
 and runs in psycopg's pipeline mode (:meth:`SqlStore.pipelined`), so it waits for the
 database only for the version check (an update's locked read) and once at the end of the
@@ -538,16 +540,7 @@ class SqlStore:
             return
         if self.dialect == "postgresql":
             # An update rewrites only the index rows of parameters whose values changed.
-            fresh: dict[Table, dict[tuple[Any, ...], None]] = {}
-            stale = None
-            if updates:
-                fresh, stale = sqlstore_pg.index_changes(
-                    connection, list(pks.values()), self._index_rows(updates, pks)
-                )
-            sqlstore_pg.write_resources(connection, updates, creates, pks, stale)
-            for table, new in self._index_rows(creates, pks).items():
-                fresh.setdefault(table, {}).update(new)
-            sqlstore_pg.insert_index(connection, fresh)
+            sqlstore_pg.write_batch(connection, updates, creates, pks, self._index_rows)
             return
         sqlstore_sqlite.write_resources(connection, updates, creates, pks)
         for table, values in self._index_rows(writes, pks).items():

@@ -4,18 +4,20 @@ A statement text that changed with the batch size (a long ``IN (…)`` list, a m
 ``VALUES``) was never in psycopg's cache, so every call paid for converting its
 placeholders and PostgreSQL for parsing it; these texts are converted once and then
 prepared per connection. Updates run in one statement (history, old index rows and the new
-versions); a batch's index rows go in with ``COPY`` (one write's as arrays,
+versions); index rows go in as one ``INSERT … SELECT`` of column arrays per table (a
+batch's sent together in psycopg's pipeline mode, :func:`write_batch`; one write's
 :func:`insert_index_one`), and a batch rewrites an updated resource's rows
 only in the tables where they changed (:func:`index_changes`). Array parameters are text
 built by orjson (:func:`text_array`, :func:`int_array`), not lists for psycopg to dump.
 Statements run on the psycopg connection itself (in the SQLAlchemy connection's
 transaction): see ``docs/decisions/0016-crud-write-path.md`` and
-``0034-ingest-writer-rows-and-parameters.md``.
+``0034-ingest-writer-rows-and-parameters.md``, ``0025-ingest-writer-plans-ahead.md``
+(session-9 addendum).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -39,15 +41,14 @@ __all__ = [
     "READ_ONE_LOCKED",
     "UPDATE_CHANGED",
     "index_changes",
-    "insert_index",
     "int_array",
     "json_array",
     "key_arrays",
     "own_transaction",
     "pipeline",
     "text_array",
+    "write_batch",
     "write_one",
-    "write_resources",
 ]
 
 # PostgreSQL statements: fixed texts whatever the batch size, with arrays for the rows.
@@ -277,9 +278,19 @@ _IndexRows = dict[Table, dict[tuple[Any, ...], None]]
 Stale = list[list[int]]
 
 
-def index_changes(
-    connection: Connection, pks: Sequence[int], rows: _IndexRows
-) -> tuple[_IndexRows, Stale]:
+def _send_stored_index(raw: Any, pks: Sequence[int]) -> list[Any]:
+    """Send the reads of the stored index rows of ``pks`` (one statement per table) in the
+    open pipeline; returns their cursors, in :data:`INDEX_TABLES` order."""
+    keys = int_array(pks)
+    cursors = []
+    for table in INDEX_TABLES.values():
+        cursor = raw.cursor()
+        cursor.execute(STORED_INDEX[table], (keys,))
+        cursors.append(cursor)
+    return cursors
+
+
+def index_changes(cursors: Sequence[Any], rows: _IndexRows) -> tuple[_IndexRows, Stale]:
     """Compare the new index rows of updated resources with the rows stored for them.
 
     Rows are compared per resource and table: where a resource's rows in a table are
@@ -293,25 +304,21 @@ def index_changes(
     they cannot change before the transaction ends.
 
     Args:
-        connection: The write transaction.
-        pks: The updated resources' keys.
-        rows: Their new index rows per table (tuples in the table's column order).
+        cursors: The reads of the stored rows, one per table (:func:`_send_stored_index`).
+        rows: The new index rows per table (tuples in the table's column order).
 
     Returns:
         The rows to insert, and per table the resources whose stored rows are deleted
         first (:data:`UPDATE_CHANGED`).
     """
-    raw = driver_connection(connection)
-    keys = int_array(pks)
-    with raw.pipeline():  # one round trip for the eight reads
-        cursors = [raw.execute(STORED_INDEX[table], (keys,)) for table in INDEX_TABLES.values()]
     fresh: _IndexRows = {}
     stale: Stale = []
     for table, cursor in zip(INDEX_TABLES.values(), cursors, strict=True):
         at = RES_COLUMN[table]
         stored: dict[int, set[tuple[Any, ...]]] = {}
-        for row in cursor.fetchall():
-            stored.setdefault(row[at], set()).add(row)
+        with cursor:
+            for row in cursor.fetchall():
+                stored.setdefault(row[at], set()).add(row)
         new: dict[int, dict[tuple[Any, ...], None]] = {}
         for row in rows.get(table, {}):
             new.setdefault(row[at], {})[row] = None
@@ -321,44 +328,96 @@ def index_changes(
     return fresh, stale
 
 
-def write_resources(
+def write_batch(
     connection: Connection,
     updates: Sequence[PendingWrite],
     creates: Sequence[PendingWrite],
     pks: dict[tuple[str, str], int],
-    stale: Stale | None = None,
+    index_rows: Callable[[Sequence[PendingWrite], dict[tuple[str, str], int]], _IndexRows],
 ) -> None:
-    """Resource rows: one statement for all updates (history, old index rows, new versions)
-    and one for all creates, adding the new keys to ``pks``. With ``stale``
-    (:func:`index_changes`) an update deletes only those index rows, not all of them."""
+    """Write a batch of resource versions and their index rows in two round trips.
+
+    In one pipeline: the stored index rows of the updated resources (``pks`` holds their
+    keys; their rows are locked) and the creates' ``INSERT … RETURNING``; while PostgreSQL
+    runs them, the updates' new index rows are built. One wait for both, then, sent
+    together: the update statement (history, the index rows that changed per
+    :func:`index_changes`, the new versions) and one ``INSERT … SELECT`` of arrays per
+    index table (:data:`INSERT_INDEX_ARRAYS`), ended by the pipeline's one wait. ``COPY``
+    (two round trips a table, and no pipeline) is not used: decision 0025's session-9
+    addendum. Adds the creates' keys to ``pks``. Errors are psycopg's, raised at the
+    first wait after the statement that failed (the caller wraps them in
+    ``driver_errors``).
+
+    Args:
+        connection: The write transaction.
+        updates: Writes of resources that exist (their keys in ``pks``, rows locked).
+        creates: Writes of resources that do not.
+        pks: Resource keys by ``(type, id)``.
+        index_rows: Builds writes' index rows per table for the keys given
+            (``SqlStore._index_rows``).
+    """
     raw = driver_connection(connection)
-    if updates:
-        params: dict[str, Any] = {
-            "pks": int_array([pks[(w.resource_type, w.id)] for w in updates]),
-            "versions": int_array([w.version_id for w in updates]),
-            "updated": int_array([w.last_updated for w in updates]),
-            "deleted": int_array([w.deleted for w in updates]),
-            "docs": json_array([w.content for w in updates]),
-        }
-        for n, replaced in enumerate(stale or ()):
-            params[f"stale_{n}"] = int_array(replaced)
+    with raw.pipeline():
+        stored = (
+            _send_stored_index(raw, [pks[(w.resource_type, w.id)] for w in updates])
+            if updates
+            else None
+        )
+        created = _send_create(raw, creates) if creates else None
+        fresh: _IndexRows = {}
+        if stored is not None:  # the new rows are built while PostgreSQL reads
+            fresh, stale = index_changes(stored, index_rows(updates, pks))
+            _send_update(raw, updates, pks, stale)
+        if created is not None:
+            with created:
+                for pk, resource_type, resource_id in created.fetchall():
+                    pks[(resource_type, resource_id)] = pk
+            for table, new in index_rows(creates, pks).items():
+                fresh.setdefault(table, {}).update(new)
         with raw.cursor() as cursor:
-            cursor.execute(UPDATE if stale is None else UPDATE_CHANGED, params)
-    if creates:
-        with raw.cursor() as cursor:
-            result = cursor.execute(
-                CREATE,
-                {
-                    "types": text_array([w.resource_type for w in creates]),
-                    "ids": text_array([w.id for w in creates]),
-                    "versions": int_array([w.version_id for w in creates]),
-                    "updated": int_array([w.last_updated for w in creates]),
-                    "deleted": int_array([w.deleted for w in creates]),
-                    "docs": json_array([w.content for w in creates]),
-                },
-            )
-            for pk, resource_type, resource_id in result.fetchall():
-                pks[(resource_type, resource_id)] = pk
+            for table, values in fresh.items():
+                if values:
+                    columns = list(zip(*values, strict=True))
+                    statement, kinds = INSERT_INDEX_ARRAYS[table]
+                    cursor.execute(
+                        statement,
+                        [
+                            _ARRAY_TEXT[kind](column)
+                            for kind, column in zip(kinds, columns, strict=True)
+                        ],
+                    )
+
+
+def _send_update(
+    raw: Any, updates: Sequence[PendingWrite], pks: dict[tuple[str, str], int], stale: Stale
+) -> None:
+    params: dict[str, Any] = {
+        "pks": int_array([pks[(w.resource_type, w.id)] for w in updates]),
+        "versions": int_array([w.version_id for w in updates]),
+        "updated": int_array([w.last_updated for w in updates]),
+        "deleted": int_array([w.deleted for w in updates]),
+        "docs": json_array([w.content for w in updates]),
+    }
+    for n, replaced in enumerate(stale):
+        params[f"stale_{n}"] = int_array(replaced)
+    with raw.cursor() as cursor:
+        cursor.execute(UPDATE_CHANGED, params)
+
+
+def _send_create(raw: Any, creates: Sequence[PendingWrite]) -> Any:
+    cursor = raw.cursor()
+    cursor.execute(
+        CREATE,
+        {
+            "types": text_array([w.resource_type for w in creates]),
+            "ids": text_array([w.id for w in creates]),
+            "versions": int_array([w.version_id for w in creates]),
+            "updated": int_array([w.last_updated for w in creates]),
+            "deleted": int_array([w.deleted for w in creates]),
+            "docs": json_array([w.content for w in creates]),
+        },
+    )
+    return cursor
 
 
 @contextmanager
@@ -455,24 +514,3 @@ def insert_index_one(
                 statement,
                 [_ARRAY_TEXT[kind](column) for kind, column in zip(kinds, columns, strict=True)],
             )
-
-
-def insert_index(connection: Connection, rows: dict[Table, dict[tuple[Any, ...], None]]) -> None:
-    """Insert index rows (tuples in each table's column order) with one ``COPY`` per table.
-
-    For one REST write (3-5 tables, a row or two each) one ``INSERT … SELECT FROM unnest(…)``
-    per table chained as CTEs was measured against it: the same client CPU (131 against
-    135 µs) and more time (297 against 268 µs), so ``COPY`` serves every batch size.
-    """
-    for table, values in rows.items():
-        if values:
-            copy_rows(connection, table, values)
-
-
-def copy_rows(connection: Connection, table: Table, rows: Iterable[tuple[Any, ...]]) -> None:
-    """``COPY`` plain tuples into ``table`` (psycopg builds the rows in C)."""
-    names = ", ".join(c.name for c in table.columns)
-    raw = driver_connection(connection)
-    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
