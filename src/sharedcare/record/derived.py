@@ -13,15 +13,28 @@ A parameter is derived only when its ``|`` branches are, as written in the offic
 definitions, exactly the union of the branches of two or more other parameters of the same
 type (and, for composites, with the same components), so the rule follows the definitions and
 needs no list kept by hand.
+
+A reference parameter is also derived when each of its branches is another reference
+parameter's branch narrowed to one target type, ``X.where(resolve() is T)`` where the other
+is exactly ``X`` (``Observation.patient`` is ``Observation.subject.where(resolve() is
+Patient)``; 47 parameters in R4). Its values are the other's rows whose ``target_type`` is
+``T``: the index extraction takes a row's type from the reference, else from
+``Reference.type``, which is what ``resolve() is T`` tests
+(``sharedcare.fhir.references.reference_type``). Its ``:identifier`` rows stay stored (a
+logical reference's token row does not record the type).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from functools import cache
 
 from sharedcare.fhir.definitions import SearchParam, search_parameters
 
-__all__ = ["derived_from", "stored_codes"]
+__all__ = ["codes_to", "derived_from", "narrowed_from", "stored_codes", "target_filter"]
+
+_NARROWED = re.compile(r"^(.*)\.where\(resolve\(\) is ([A-Za-z]+)\)$")
 
 
 def _branches(expression: str) -> frozenset[str]:
@@ -96,6 +109,44 @@ def _derived(resource_type: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
+@cache
+def _narrowed(resource_type: str) -> dict[str, tuple[str, str]]:
+    params = search_parameters(resource_type)
+    branches = {
+        code: _branches(p.expression)
+        for code, p in params.items()
+        if p.expression and p.type == "reference"
+    }
+    unions = _derived(resource_type)
+    out: dict[str, tuple[str, str]] = {}
+    for code, own in branches.items():
+        matches = [_NARROWED.match(b) for b in own]
+        if not own or not all(matches) or code in unions:
+            continue
+        targets = {m.group(2) for m in matches if m}
+        inner = frozenset(m.group(1) for m in matches if m)
+        bases = sorted(
+            other
+            for other, theirs in branches.items()
+            if other != code and theirs == inner and other not in unions
+        )
+        if len(targets) == 1 and bases:
+            out[code] = (bases[0], targets.pop())
+    return out
+
+
+def narrowed_from(resource_type: str, code: str) -> tuple[str, str] | None:
+    """``(base, T)`` when ``code``'s values are the rows of ``base`` whose target type is
+    ``T`` (``Observation.patient``: ``("subject", "Patient")``), else ``None``."""
+    return _narrowed(resource_type).get(code)
+
+
+def target_filter(resource_type: str, code: str) -> str | None:
+    """The target type a search on ``code`` must require of the rows it reads, if any."""
+    narrowed = _narrowed(resource_type).get(code)
+    return narrowed[1] if narrowed else None
+
+
 def derived_from(resource_type: str, code: str) -> tuple[str, ...]:
     """The parameters whose rows make up ``code``'s values, or ``()`` if it stores its own.
 
@@ -107,5 +158,20 @@ def derived_from(resource_type: str, code: str) -> tuple[str, ...]:
 
 
 def stored_codes(resource_type: str, code: str) -> tuple[str, ...]:
-    """The parameter codes whose index rows a search on ``code`` reads (itself if stored)."""
+    """The parameter codes whose index rows a search on ``code`` reads (itself if stored);
+    for a narrowed reference parameter, only rows of :func:`target_filter`'s type count."""
+    narrowed = _narrowed(resource_type).get(code)
+    if narrowed:
+        return (narrowed[0],)
     return _derived(resource_type).get(code) or (code,)
+
+
+def codes_to(resource_type: str, codes: Iterable[str], target: str) -> list[str]:
+    """The parameters whose rows hold ``codes``' references to resources of type ``target``,
+    for readers that already require ``target_type = target`` (the Patient compartment)."""
+    out: dict[str, None] = {}
+    for code in codes:
+        narrowed = target_filter(resource_type, code)
+        if narrowed is None or narrowed == target:
+            out.update(dict.fromkeys(stored_codes(resource_type, code)))
+    return list(out)

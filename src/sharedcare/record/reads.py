@@ -14,6 +14,7 @@ from sqlalchemy import Connection, select
 from sharedcare.db.tables import IdentityLink, IdxReference, Resource
 from sharedcare.fhir.definitions import patient_compartment
 from sharedcare.record.audit import AuditEntry
+from sharedcare.record.derived import codes_to
 from sharedcare.record.errors import Gone, InvalidRequest, NotFound
 from sharedcare.record.gate import Gate
 from sharedcare.record.instants import parse_instant_us
@@ -303,7 +304,7 @@ class ReadInteractions(Gate):
             raise InvalidRequest("only the Patient compartment is supported")
         if resource_type == "Patient":
             return R.c.id == owner
-        params = patient_compartment().get(resource_type, ())
+        params = codes_to(resource_type, patient_compartment().get(resource_type, ()), "Patient")
         ids = [p for p in (self.store.param_id(resource_type, c) for c in params) if p]
         if not ids:
             raise InvalidRequest(

@@ -73,7 +73,7 @@ from sharedcare.db.tables import Resource, ResourceHistory, SearchParamId
 from sharedcare.fhir.definitions import resource_types, search_parameters
 from sharedcare.fhir.search_index import IndexValue
 from sharedcare.record import sqlstore_pg, sqlstore_sqlite
-from sharedcare.record.derived import derived_from
+from sharedcare.record.derived import stored_codes
 from sharedcare.record.errors import ConcurrentUpdate
 from sharedcare.record.sqlstore_pg import json_array
 from sharedcare.record.store_rows import INDEX_TABLES, ROW_BUILDERS
@@ -85,8 +85,9 @@ RESOURCE: Any = Resource.__table__
 HISTORY: Any = ResourceHistory.__table__
 RESOURCE_KEY = "uq_resource_resource_type_id"  # the unique key on (type, id)
 _CHUNK = 500  # rows per IN-list, within every database's parameter limits
-# Served by the resource table's own columns, so they need no index rows.
-_COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
+# Served by the resource row itself (its columns; ``_source`` by an index on meta.source in
+# its JSON, ``docs/decisions/0011-record-footprint.md``), so they need no index rows.
+_COLUMN_PARAMS = frozenset({"_id", "_lastUpdated", "_source"})
 # Re-exported: benchmarks build index rows with it.
 _ = _index_row
 #: A version's place in history order: ``(last_updated, resource_type, id, version_id)``.
@@ -578,7 +579,7 @@ class SqlStore:
     def _stored_param(self, resource_type: str, code: str) -> int | None:
         """The id a parameter's index rows are stored under, or ``None`` if it stores none
         (served by the resource table's columns, derived from others, or unknown)."""
-        if code in _COLUMN_PARAMS or derived_from(resource_type, code):
+        if code in _COLUMN_PARAMS or stored_codes(resource_type, code) != (code,):
             return None
         return self._param_ids.get((resource_type, code))
 

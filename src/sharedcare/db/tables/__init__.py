@@ -30,6 +30,8 @@ from sharedcare.db.tables.record import (
     Resource,
     ResourceHistory,
     SearchParamId,
+    meta_source,
+    meta_source_sorted,
 )
 
 __all__ = [
@@ -58,6 +60,8 @@ __all__ = [
     "Resource",
     "ResourceHistory",
     "SearchParamId",
+    "meta_source",
+    "meta_source_sorted",
     "personal_data",
     "personal_data_columns",
 ]

@@ -28,7 +28,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from sharedcare.db.tables.base import Base, personal_data
@@ -97,6 +99,62 @@ class Resource(Base):
     last_updated: Mapped[int] = mapped_column(BigInteger, doc="epoch microseconds, UTC")
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     content: Mapped[bytes | None] = personal_data(JsonDocument())
+
+
+class meta_source(FunctionElement[str]):
+    """``meta.source`` of a stored resource, as ``_source`` searches compare it
+    (https://hl7.org/fhir/R4/search.html#_source), read from the JSON itself.
+
+    Rendered with constants only (``((content -> 'meta') ->> 'source') COLLATE "C"`` on
+    PostgreSQL, ``json_extract(content, '$.meta.source')`` on SQLite) so that a query's
+    expression is the one ``ix_resource_source`` indexes and the database uses that index
+    (``docs/decisions/0011-record-footprint.md``, addendum of 2026-11-22). Byte order on
+    PostgreSQL lets ``:below`` (``LIKE 'prefix%'``) scan a range of the index under any
+    database collation; equality is the same under every deterministic collation.
+    """
+
+    type = Text()
+    name = "meta_source"
+    inherit_cache = True
+
+
+class meta_source_sorted(FunctionElement[str]):
+    """``meta.source`` in the database's own collation, for ``_sort=_source`` (the order
+    the ``idx_uri`` rows sorted in)."""
+
+    type = Text()
+    name = "meta_source_sorted"
+    inherit_cache = True
+
+
+def _source_pg(element: Any, compiler: Any, **kw: Any) -> str:
+    # As PostgreSQL writes the index expression back, so that Alembic sees them equal.
+    return f"(({compiler.process(element.clauses, **kw)} -> 'meta') ->> 'source')"
+
+
+@compiles(meta_source, "postgresql")
+def _meta_source_pg(element: meta_source, compiler: Any, **kw: Any) -> str:
+    return f'({_source_pg(element, compiler, **kw)} COLLATE "C")'
+
+
+@compiles(meta_source_sorted, "postgresql")
+def _meta_source_sorted_pg(element: meta_source_sorted, compiler: Any, **kw: Any) -> str:
+    return _source_pg(element, compiler, **kw)
+
+
+@compiles(meta_source)
+@compiles(meta_source_sorted)
+def _meta_source_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"json_extract({compiler.process(element.clauses, **kw)}, '$.meta.source')"
+
+
+# ``_source`` searches: one entry per resource, deduplicated on PostgreSQL (sources are few).
+# Migration 0012 gives the expression the collation "C" on PostgreSQL, as ``meta_source``
+# compares it. PostgreSQL keeps that as the index column's collation, which SQLAlchemy's
+# reflection does not report, so the model declares the bare expression to compare equal.
+Index(
+    "ix_resource_source", Resource.resource_type, meta_source_sorted(Resource.__table__.c.content)
+)
 
 
 class ResourceHistory(Base):

@@ -36,6 +36,7 @@ from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.bulk.files import OutputFiles
 from sharedcare.record.bulk.params import ExportSpec, compartment_types
 from sharedcare.record.context import RequestContext
+from sharedcare.record.derived import codes_to
 from sharedcare.record.errors import Forbidden
 from sharedcare.record.instants import now_us
 from sharedcare.record.repository import Repository
@@ -140,7 +141,7 @@ def _compartment_params(store: SqlStore, types: Sequence[str]) -> list[int]:
     return [
         pid
         for rtype in types
-        for code in compartment.get(rtype, ())
+        for code in codes_to(rtype, compartment.get(rtype, ()), "Patient")
         if (pid := store.param_id(rtype, code)) is not None
     ]
 

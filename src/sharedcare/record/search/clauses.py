@@ -46,6 +46,7 @@ from sharedcare.db.tables import (
     IdxToken,
     IdxUri,
     Resource,
+    meta_source,
 )
 from sharedcare.fhir.definitions import search_parameters
 from sharedcare.fhir.internals.primitives import date_range
@@ -235,12 +236,20 @@ class Compiler:
     def _inner(self, resource_type: str, table: Any) -> Compiler:
         return Compiler(resource_type, table, self.dialect, self.slots)
 
-    def _param_is(self, table: Any, n: int) -> Any:
+    def _param_is(self, table: Any, n: int | tuple[int, str]) -> Any:
         """``param = id``, or ``param IN (…)`` for a parameter derived from others
-        (``sharedcare.record.derived``)."""
+        (``sharedcare.record.derived``); ``(n, T)``: and ``target_type = T``, for a reference
+        parameter narrowed from another (``Observation.patient`` reads ``subject`` rows)."""
+        target = None
+        if isinstance(n, tuple):
+            n, target = n
         if n == 1:
-            return table.c.param == self.slots.take()
-        return table.c.param.in_([self.slots.take() for _ in range(n)])
+            condition = table.c.param == self.slots.take()
+        else:
+            condition = table.c.param.in_([self.slots.take() for _ in range(n)])
+        if target is not None:
+            return and_(condition, table.c.target_type == literal(target))
+        return condition
 
     def clause(self, shape: Shape) -> Part:
         """Build one clause from its shape."""
@@ -256,6 +265,8 @@ class Compiler:
         if kind == "_lastUpdated":
             low, high = r.c.last_updated, r.c.last_updated + 1
             return Part(or_(*(date_compare(p, take(), take(), low, high) for p in shape[1])))
+        if kind == "_source":
+            return Part(self._source(shape))
         if kind == "has":
             return Part(self._has(shape))
         if kind == "chain":
@@ -349,15 +360,17 @@ class Compiler:
         )
 
     def _uri(self, raw: str, clause: Clause) -> ColumnElement[bool]:
-        t = _T_URI
-        raw = unescape(raw)
-        if clause.modifier == "below":
-            return t.c.uri.like(like_escape(raw.rstrip("/")) + "%", escape="\\")  # type: ignore[no-any-return]
-        if clause.modifier == "above":
-            parts = raw.rstrip("/").split("/")
-            prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-            return t.c.uri.in_(prefixes)  # type: ignore[no-any-return]
-        return t.c.uri == raw  # type: ignore[no-any-return]
+        return uri_condition(raw, clause.modifier, _T_URI.c.uri)
+
+    def _source(self, shape: Shape) -> ColumnElement[bool]:
+        """``_source`` (https://hl7.org/fhir/R4/search.html#_source) compares ``meta.source``
+        in the resource row itself, which ``ix_resource_source`` indexes: the same values
+        the ``idx_uri`` rows held before (``docs/decisions/0011-record-footprint.md``)."""
+        source = meta_source(self.table.c.content)
+        if shape[1] == "missing":
+            return source.is_(None) if shape[2] else source.is_not(None)
+        _, modifier, values, _name = shape
+        return or_(*(uri_condition(v, modifier, source) for v in values))
 
     def _composite(self, raw: str, clause: Clause) -> ColumnElement[bool]:
         from sharedcare.record.search.composite import composite_condition
@@ -467,6 +480,19 @@ class Compiler:
             )
             .exists()
         )
+
+
+def uri_condition(raw: str, modifier: str | None, column: Any) -> ColumnElement[bool]:
+    """https://hl7.org/fhir/R4/search.html#uri: exact (case-sensitive) by default; ``:below``
+    the URI and everything under it; ``:above`` the URI and each of its parents."""
+    raw = unescape(raw)
+    if modifier == "below":
+        return column.like(like_escape(raw.rstrip("/")) + "%", escape="\\")  # type: ignore[no-any-return]
+    if modifier == "above":
+        parts = raw.rstrip("/").split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return column.in_(prefixes)  # type: ignore[no-any-return]
+    return column == raw  # type: ignore[no-any-return]
 
 
 def quantity_condition(

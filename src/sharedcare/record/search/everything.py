@@ -22,6 +22,7 @@ from sqlalchemy import Connection, select, union
 
 from sharedcare.db.tables import IdxReference, Resource
 from sharedcare.fhir.definitions import patient_compartment
+from sharedcare.record.derived import codes_to
 from sharedcare.record.sqlstore import SqlStore
 
 __all__ = ["compartment_keys"]
@@ -54,7 +55,7 @@ def compartment_keys(
         pid
         for rtype, codes in patient_compartment().items()
         if not types or rtype in types
-        for pid in (store.param_id(rtype, code) for code in codes)
+        for pid in (store.param_id(rtype, code) for code in codes_to(rtype, codes, "Patient"))
         if pid is not None
     ]
     parts: list[Any] = []

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, or_, select, tuple_
 
 from sharedcare.db.tables import IdxReference
 from sharedcare.fhir.definitions import search_parameters
+from sharedcare.record.derived import stored_codes, target_filter
 from sharedcare.record.search.clauses import RESOURCE, ParamId
 from sharedcare.record.search.execute import fetch_rows, page_columns, stored_of
 from sharedcare.record.search.model import MAX_INCLUDES, Include
@@ -71,11 +72,22 @@ def resolve_includes(
 
 
 def _params(include: Include, param_id: ParamId) -> list[int]:
+    """Ids of the rows the include reads: a parameter narrowed from another
+    (``sharedcare.record.derived``) reads the other's, of :func:`_target`'s type only."""
     if include.param is not None:
         codes = [include.param]
     else:
         codes = [c for c, p in search_parameters(include.source).items() if p.type == "reference"]
-    return [p for p in (param_id(include.source, c) for c in codes) if p is not None]
+    stored = dict.fromkeys(s for c in codes for s in stored_codes(include.source, c))
+    return [p for p in (param_id(include.source, c) for c in stored) if p is not None]
+
+
+def _target(include: Include) -> str | None:
+    """The target type the include's rows must have (``""``: none can match)."""
+    narrowed = target_filter(include.source, include.param) if include.param else None
+    if narrowed and include.target and include.target != narrowed:
+        return ""
+    return narrowed or include.target
 
 
 def _step(
@@ -85,18 +97,19 @@ def _step(
     frontier: list[tuple[int, StoredResource]],
 ) -> list[tuple[int, StoredResource]]:
     params = tuple(_params(include, param_id))
-    if not params:
+    target = _target(include)
+    if not params or target == "":
         return []
     values: list[Any]
     if not include.reverse:
         values = [pk for pk, stored in frontier if stored.resource_type == include.source]
         if not values:
             return []
-        key: tuple[Any, ...] = (include.target, len(values))
+        key: tuple[Any, ...] = (target, len(values))
     else:
         by_type: dict[str, list[str]] = {}
         for _, stored in frontier:
-            if include.target is None or include.target == stored.resource_type:
+            if target is None or target == stored.resource_type:
                 by_type.setdefault(stored.resource_type, []).append(stored.id)
         if not by_type:
             return []

@@ -25,8 +25,9 @@ import orjson
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from sharedcare.db.tables import meta_source_sorted
 from sharedcare.fhir.definitions import search_parameters
-from sharedcare.record.derived import stored_codes
+from sharedcare.record.derived import stored_codes, target_filter
 from sharedcare.record.errors import InvalidRequest
 from sharedcare.record.search.clauses import TABLES, ParamId
 
@@ -61,6 +62,8 @@ def sort_keys(
             keys.append(SortKey(table.c.id, descending, "str", False))
         elif code == "_lastUpdated":
             keys.append(SortKey(table.c.last_updated, descending, "int", False))
+        elif code == "_source":  # meta.source in the row itself: no index rows
+            keys.append(SortKey(meta_source_sorted(table.c.content), descending, "str", True))
         else:
             definition = search_parameters(resource_type)[code]
             column, kind = _SORT_COLUMNS[definition.type]
@@ -70,14 +73,13 @@ def sort_keys(
             params = [param_id(resource_type, c) for c in stored_codes(resource_type, code)]
             ids = [-1 if param is None else param for param in params]
             aggregate = func.max if descending else func.min
-            expr = (
-                select(aggregate(index.c[column]))
-                .where(
-                    index.c.res == table.c.pk,
-                    index.c.param == ids[0] if len(ids) == 1 else index.c.param.in_(ids),
-                )
-                .scalar_subquery()
+            rows = select(aggregate(index.c[column])).where(
+                index.c.res == table.c.pk,
+                index.c.param == ids[0] if len(ids) == 1 else index.c.param.in_(ids),
             )
+            if target := target_filter(resource_type, code):
+                rows = rows.where(index.c.target_type == target)
+            expr = rows.scalar_subquery()
             keys.append(SortKey(expr, descending, kind, True))
     last_descending = keys[0].descending
     keys.append(SortKey(table.c.pk, last_descending, "int", False))

@@ -23,7 +23,7 @@ from typing import Any
 
 from sharedcare.fhir.definitions import is_resource_type
 from sharedcare.fhir.search_index import normalize_string
-from sharedcare.record.derived import stored_codes
+from sharedcare.record.derived import stored_codes, target_filter
 from sharedcare.record.keys import system_key
 from sharedcare.record.search.model import Clause
 from sharedcare.record.search.parse import split_escaped, unescape
@@ -89,12 +89,14 @@ class Shaper:
         param = self.param_id(resource_type, code)
         return -1 if param is None else param
 
-    def params(self, resource_type: str, code: str) -> int:
+    def params(self, resource_type: str, code: str) -> int | tuple[int, str]:
         """Bind the ids a parameter is stored under (more than one for a parameter derived
-        from others, ``sharedcare.record.derived``); return how many."""
+        from others, ``sharedcare.record.derived``); return how many, with the target type
+        the rows must have for a reference parameter narrowed from another."""
         codes = stored_codes(resource_type, code)
         self.values += [self.param(resource_type, c) for c in codes]
-        return len(codes)
+        target = target_filter(resource_type, code)
+        return (len(codes), target) if target else len(codes)
 
     def clause(self, resource_type: str, clause: Clause) -> Shape:
         """The shape of one clause on ``resource_type``; its values are appended."""
@@ -115,6 +117,10 @@ class Shaper:
                 self.values += date_bounds(prefix, lo, hi)
                 prefixes.append(prefix)
             return ("_lastUpdated", tuple(prefixes))
+        if clause.code == "_source":  # meta.source in the resource row (no index rows)
+            if clause.modifier == "missing":
+                return ("_source", "missing", clause.values[0] == "true", clause.name)
+            return ("_source", clause.modifier, tuple(clause.values), clause.name)
         if clause.has is not None:
             source, ref_code, inner = clause.has
             inner_shape = self.clause(source, inner)
