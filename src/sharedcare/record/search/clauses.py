@@ -487,7 +487,13 @@ def uri_condition(raw: str, modifier: str | None, column: Any) -> ColumnElement[
     the URI and everything under it; ``:above`` the URI and each of its parents."""
     raw = unescape(raw)
     if modifier == "below":
-        return column.like(like_escape(raw.rstrip("/")) + "%", escape="\\")  # type: ignore[no-any-return]
+        # ``LIKE`` lets PostgreSQL read a range of the index; SQLite's ``LIKE`` ignores ASCII
+        # case, so the prefix is also compared exactly (a uri is case-sensitive).
+        prefix = raw.rstrip("/")
+        return and_(
+            column.like(like_escape(prefix) + "%", escape="\\"),
+            func.substr(column, 1, len(prefix)) == prefix,
+        )
     if modifier == "above":
         parts = raw.rstrip("/").split("/")
         prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
