@@ -4,7 +4,7 @@ Builds a store of ``BENCH_SEARCH_RESOURCES`` resources (default 1,000,000: per s
 patient one Patient, six vital-sign Observations, two Encounters and one Condition, plus
 shared Practitioners and Organizations) on a throwaway PostgreSQL 15 cluster. Index rows
 come from the product's own extraction (``extract_index``) and row format
-(``sqlstore._index_row``); rows are loaded with ``COPY`` so a million resources load in
+(``store_rows.index_row``); rows are loaded with ``COPY`` so a million resources load in
 minutes rather than the hours one HTTP request each would take.
 
 ``BENCH_SEARCH_KEEP=dir`` keeps the built cluster in ``dir`` (stopped at the end) and later
@@ -51,7 +51,7 @@ from sharedcare.db.engine import create_engine
 from sharedcare.db.migrate import upgrade
 from sharedcare.fhir.search_index import extract_index
 from sharedcare.record.sqlstore import INDEX_TABLES, SqlStore
-from sharedcare.record.store_rows import index_row as _index_row
+from sharedcare.record.store_rows import index_row
 from tests.support.postgres import Cluster, _bindir, _free_port, start_cluster
 
 RESOURCES = int(os.environ.get("BENCH_SEARCH_RESOURCES", "1000000"))
@@ -195,7 +195,6 @@ def _shared() -> list[dict[str, Any]]:
 def build(url: str, store: SqlStore, patients: int) -> tuple[int, int]:
     """Load the store with COPY; return (resources, index rows)."""
     store.ensure_params()
-    params = store._param_ids
     rng = random.Random(42)
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     pk = 0
@@ -231,9 +230,10 @@ def build(url: str, store: SqlStore, patients: int) -> tuple[int, int]:
                 )
                 rtype = resource["resourceType"]
                 for value in extract_index(resource):
-                    param = params.get((rtype, value[0]))
+                    # None where the store keeps no rows (derived, or read from columns)
+                    param = store._stored_param(rtype, value[0])
                     if param is not None:
-                        row = _index_row(value, param, pk)
+                        row = index_row(value, param, pk)
                         if row is not None:
                             rows[INDEX_TABLES[type(value)]][row] = None
             with conn.cursor() as cur:

@@ -77,7 +77,6 @@ from sharedcare.record.derived import stored_codes
 from sharedcare.record.errors import ConcurrentUpdate
 from sharedcare.record.sqlstore_pg import json_array
 from sharedcare.record.store_rows import INDEX_TABLES, ROW_BUILDERS
-from sharedcare.record.store_rows import index_row as _index_row
 
 __all__ = ["INDEX_TABLES", "PendingWrite", "SqlStore", "StoredResource", "json_array"]
 
@@ -88,8 +87,6 @@ _CHUNK = 500  # rows per IN-list, within every database's parameter limits
 # Served by the resource row itself (its columns; ``_source`` by an index on meta.source in
 # its JSON, ``docs/decisions/0011-record-footprint.md``), so they need no index rows.
 _COLUMN_PARAMS = frozenset({"_id", "_lastUpdated", "_source"})
-# Re-exported: benchmarks build index rows with it.
-_ = _index_row
 #: A version's place in history order: ``(last_updated, resource_type, id, version_id)``.
 HistoryPosition = tuple[int, str, str, int]
 
