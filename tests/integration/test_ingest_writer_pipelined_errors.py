@@ -21,7 +21,7 @@ from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
 from sharedcare.ingest.writer import ToWrite, write_messages, write_preplanned
 from sharedcare.record.sqlstore import SqlStore
 
-MESSAGE = MessageStage.__table__  # the stage rows (decision 0034, session-9 addendum)
+STAGE = MessageStage.__table__  # the stage rows (decision 0034, session-9 addendum)
 RESOURCE = Resource.__table__
 
 
@@ -113,10 +113,8 @@ def test_a_failing_pipelined_statement_rolls_back_the_batch_and_parks_only_its_m
     assert f"sharedcare ingest replay --id {bad.message_id}" in reason
     assert "REFUSED" not in reason
     with engine.connect() as connection:
-        stages = dict(connection.execute(select(MESSAGE.c.id, MESSAGE.c.stage)).all())
-        stored_error = connection.scalar(
-            select(MESSAGE.c.error).where(MESSAGE.c.id == bad.message_id)
-        )
+        stages = dict(connection.execute(select(STAGE.c.id, STAGE.c.stage)).all())
+        stored_error = connection.scalar(select(STAGE.c.error).where(STAGE.c.id == bad.message_id))
         patients = set(
             connection.scalars(select(RESOURCE.c.id).where(RESOURCE.c.resource_type == "Patient"))
         )

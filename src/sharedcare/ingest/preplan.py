@@ -12,15 +12,15 @@ A plan made ahead must be the plan the write transaction would make itself, so:
   the batches planned before it and not yet committed will have written (versions only
   grow, so the higher version wins);
 * it records the version each resource it touches must have (:class:`Preplanned`
-  ``assumed``); the write transaction checks them after it has locked its message rows
-  (:func:`~sharedcare.ingest.writer.write_preplanned`) and plans the batch again itself
+  ``assumed``); the write transaction checks them after it has locked its messages' stage
+  rows (:func:`~sharedcare.ingest.writer.write_preplanned`) and plans the batch again itself
   if any differs or any message is no longer waiting (another writer, a REST update);
 * the overlay is only trusted while every earlier batch committed exactly as planned. A
   batch written any other way (planned again, retried, split, failed) starts a new
   *generation*: plans of the older generation are discarded, unused, and the overlay is
   cleared. So a version that matches always stands for the content assumed.
 
-Nothing here commits anything: exactly-once, the claim of message rows and the stage
+Nothing here commits anything: exactly-once, the claim of the stage rows and the stage
 changes stay in the write transaction, as before.
 """
 

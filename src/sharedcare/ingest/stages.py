@@ -10,9 +10,9 @@ replayed.
 Identity matching runs inside the transaction that writes the message's resources
 (:mod:`sharedcare.ingest.writer`): each Patient written is placed in a golden record by the
 master patient index (:mod:`sharedcare.identity.service`), and an A40 merge is applied by
-its merge operation, before the message row moves to ``written``. So ``identity-matched``
-is a step, never a resting stage: a message row is ``mapped`` until its resources and their
-identity decisions have all committed together.
+its merge operation, before the message's stage row moves to ``written``. So
+``identity-matched`` is a step, never a resting stage: a message is ``mapped`` until its
+resources and their identity decisions have all committed together.
 
 ``identity-pending`` is left only by earlier versions, which kept A40 merges pending until
 the index was persisted; ``sharedcare identity link`` applies them and moves their messages

@@ -34,7 +34,7 @@ from sharedcare.db.tables import Feed, Message, MessageStage
 from sharedcare.ingest.csvmap.messages import CsvFileError, ingest_csv_file
 from sharedcare.ingest.csvmap.spec import CsvMapping, mapping_for_file
 from sharedcare.ingest.hl7v2.mllp import END_BLOCK, frame
-from sharedcare.ingest.stages import WAITING, Stage
+from sharedcare.ingest.stages import WAITING
 from sharedcare.ingest.store import FeedRegistry
 from sharedcare.record.sqlstore import SqlStore
 
@@ -450,8 +450,3 @@ def wait_until_written(
         if time.monotonic() > deadline:
             return False
         time.sleep(poll)
-
-
-def written_stages() -> tuple[str, ...]:
-    """Stages that mean a message's resources are in the record."""
-    return (Stage.WRITTEN.value, "identity-pending")

@@ -327,7 +327,8 @@ def _merge_status(work: Work, merge: PatientMerge) -> str:
 def _claim(
     connection: Connection, items: Sequence[ToWrite], claimable: frozenset[str], sent: Any = None
 ) -> tuple[list[ToWrite], list[Outcome]]:
-    """Lock the items' message rows; keep those still at a stage in ``claimable``.
+    """Lock the items' stage rows (``message_stage``); keep those still at a stage in
+    ``claimable``.
 
     The write transaction has already queued behind every other identity writer (it bumped
     ``identity_state``), so a row another writer process finished is seen here as
@@ -370,8 +371,8 @@ def _claim(
 class _Lead:
     """The write transaction's first reads on PostgreSQL, sent with the identity version's
     bump in one round trip (:func:`~sharedcare.identity.store.bump_with`): the claim's
-    locking read of the message rows and, for a batch planned ahead, the version check.
-    Both run after the bump holds its lock, as when sent one by one after it."""
+    locking read of the messages' stage rows and, for a batch planned ahead, the version
+    check. Both run after the bump holds its lock, as when sent one by one after it."""
 
     def __init__(self, items: Sequence[ToWrite], preplanned: Preplanned | None) -> None:
         self.ids = sqlstore_pg.int_array([item.message_id for item in items])

@@ -20,7 +20,8 @@ If the listener dies (even by SIGKILL) the pipe closes and the child stops after
 in hand; if the child dies, the listener starts another and hands it the id of every
 message not reported finished, which it reads back from the database and maps again. A
 message handed to two writers is still written once: each write transaction locks its
-message rows and skips those already written (:func:`~sharedcare.ingest.writer.write_messages`).
+messages' stage rows and skips those already written
+(:func:`~sharedcare.ingest.writer.write_messages`).
 """
 
 from __future__ import annotations

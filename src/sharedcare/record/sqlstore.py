@@ -31,8 +31,10 @@ block, which also carries its ``COMMIT``; its statements use generic plans
 (``docs/decisions/0021-single-write-pipeline.md``, ``0027-crud-on-postgresql.md``).
 
 Index rows are kept small (``docs/decisions/0011-record-footprint.md``): token and quantity
-systems and composite combinations are stored as 64-bit keys, and a parameter that is
-exactly the union of others (``Observation.combo-code``) stores no rows of its own.
+systems and composite combinations are stored as 64-bit keys; a parameter that is
+exactly the union of others (``Observation.combo-code``) or narrows another to one target
+type (``Observation.patient``) stores no rows of its own, nor does ``_source``
+(``meta.source``, read from the resource row through an expression index).
 
 One database round trip per entry is the known trap for FHIR servers; this avoids it.
 

@@ -1,8 +1,9 @@
 """Search-index rows: one tuple per extracted value, in its index table's column order.
 
-The store writes these tuples straight through the driver (``COPY`` or an array statement
-on PostgreSQL, ``executemany`` on SQLite). Token and quantity systems and composite
-combinations become 64-bit keys (``docs/decisions/0011-record-footprint.md``).
+The store writes these tuples straight through the driver (array statements on
+PostgreSQL, ``executemany`` on SQLite; the search benchmark's loader ``COPY``s them).
+Token and quantity systems and composite combinations become 64-bit keys
+(``docs/decisions/0011-record-footprint.md``).
 """
 
 from __future__ import annotations
