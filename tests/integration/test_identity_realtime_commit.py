@@ -105,9 +105,7 @@ def _snapshot(engine: Engine) -> dict[str, Any]:
     names = _labels(engine)
 
     def named(value: Any) -> Any:
-        as_text = value.decode() if isinstance(value, bytes | memoryview) else value
-        if isinstance(as_text, memoryview):
-            as_text = bytes(as_text).decode()
+        as_text = bytes(value).decode() if isinstance(value, bytes | memoryview) else value
         if isinstance(as_text, str):
             return _GOLDEN_ID.sub(lambda m: names.get(m.group(0), m.group(0)), as_text)
         return value
@@ -218,7 +216,7 @@ def test_a_failed_pipelined_commit_leaves_the_write_for_the_batch_run(
     report = link_all(engine, store)
     assert report.matched == 1
     with engine.connect() as connection:
-        linked = dict(
+        linked: dict[str, int] = dict(
             connection.execute(text("SELECT source_id, source_version FROM identity_link")).all()
         )
     assert linked == {"gp-a": 1, "gp-b": 1}

@@ -112,7 +112,7 @@ def _downgrade(engine: Engine, revision: str) -> None:
 
 
 def _indexes(engine: Engine, table: str) -> set[str]:
-    return {index["name"] for index in inspect(engine).get_indexes(table)}
+    return {str(index["name"]) for index in inspect(engine).get_indexes(table)}
 
 
 def test_0011_moves_every_stage_and_the_downgrade_puts_it_back(engine: Engine) -> None:

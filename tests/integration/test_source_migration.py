@@ -10,7 +10,7 @@ exactly as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,9 @@ def _write(engine: Engine) -> tuple[SqlStore, Repository]:
     return store, repo
 
 
-def _searched(repo: Repository, rtype: str, modifier: str | None, values: list[str]) -> set[str]:
+def _searched(
+    repo: Repository, rtype: str, modifier: str | None, values: Sequence[str]
+) -> set[str]:
     code = "_source" + (f":{modifier}" if modifier else "")
     page = repo.search(rtype, [(code, ",".join(values)), ("_count", "100")])
     return {m.id for m in page.matches}
@@ -150,7 +152,7 @@ def _by_rows(engine: Engine, store: SqlStore, rtype: str, modifier: str | None,
 def _source_rows(engine: Engine) -> set[tuple[str, str, str]]:
     with engine.connect() as c:
         return {
-            tuple(r)  # type: ignore[misc]
+            tuple(r)
             for r in c.execute(
                 text(
                     "SELECT r.resource_type, r.id, u.uri FROM idx_uri u "
