@@ -229,19 +229,14 @@ class Preplanned:
 
 
 def _still_current(
-    connection: Connection, store: SqlStore, assumed: dict[Any, int], sent: Any = None
+    connection: Connection, store: SqlStore, assumed: dict[Any, int], lead: _Lead | None
 ) -> bool:
     """Whether every resource is at the version ``assumed`` (read in the write transaction;
-    on PostgreSQL ``sent`` is the cursor of that read if it was sent already, :class:`_Lead`)."""
+    on PostgreSQL the read went with the identity version's bump, :class:`_Lead`)."""
     keys = list(assumed)
     found: dict[tuple[str, str], int] = {}
-    if connection.dialect.name == "postgresql" and keys:
-        if sent is not None:
-            with sent:
-                rows = sent.fetchall()
-        else:
-            rows = connection.exec_driver_sql(_PG_VERSIONS, sqlstore_pg.key_arrays(keys)).all()
-        found.update(((t, i), v) for t, i, v in rows)
+    if lead is not None and keys:
+        found.update(((t, i), v) for t, i, v in _Lead.fetch(lead.versions))
     else:
         found.update((key, s.version_id) for key, s in store.read_many(connection, keys).items())
     return all(found.get(key, 0) == version for key, version in assumed.items())
@@ -325,7 +320,7 @@ def _merge_status(work: Work, merge: PatientMerge) -> str:
 
 
 def _claim(
-    connection: Connection, items: Sequence[ToWrite], claimable: frozenset[str], sent: Any = None
+    connection: Connection, items: Sequence[ToWrite], claimable: frozenset[str], lead: _Lead | None
 ) -> tuple[list[ToWrite], list[Outcome]]:
     """Lock the items' stage rows (``message_stage``); keep those still at a stage in
     ``claimable``.
@@ -336,18 +331,13 @@ def _claim(
     by a killed listener, and the recovery of its successor) write it once. A row already
     moved to ``failed`` is skipped too unless the caller is replaying failures: a batch
     retried after part of it committed neither writes a failed message again nor counts
-    its failure twice in its feed's error counter. On PostgreSQL ``sent`` is the cursor of
-    the locking read if it was sent already (with the bump, :class:`_Lead`).
+    its failure twice in its feed's error counter. On PostgreSQL (``lead`` given) the
+    locking read went with the bump (:class:`_Lead`).
     """
     ids = [item.message_id for item in items]
     stages: dict[int, str] = {}
-    if connection.dialect.name == "postgresql":
-        if sent is not None:
-            with sent:
-                rows = sent.fetchall()
-        else:
-            rows = connection.exec_driver_sql(_PG_CLAIM, {"ids": sqlstore_pg.int_array(ids)}).all()
-        stages.update((id_, stage) for id_, stage in rows)
+    if lead is not None:
+        stages.update((id_, stage) for id_, stage in _Lead.fetch(lead.claim))
     else:  # SQLite: the write transaction (BEGIN IMMEDIATE) holds the database already
         for start in range(0, len(ids), 500):
             query = select(STAGE.c.id, STAGE.c.stage).where(
@@ -387,6 +377,12 @@ class _Lead:
             self.versions = raw.cursor()
             self.versions.execute(_PG_VERSIONS, sqlstore_pg.key_arrays(self.keys))
 
+    @staticmethod
+    def fetch(cursor: Any) -> list[Any]:
+        """The rows of a read this sent (the pipeline has synced: the bump has returned)."""
+        with cursor:
+            return list(cursor.fetchall())
+
     def close(self) -> None:
         """Close the cursors left unread (the version check of a batch re-planned)."""
         for cursor in (self.claim, self.versions):
@@ -420,21 +416,14 @@ def _write_in(
 ) -> tuple[list[Outcome], bool]:
     with identity_service(engine).transaction(engine, store, lead=lead) as work:
         connection = work.connection
-        items, skipped = _claim(
-            connection, items, claimable, lead.claim if lead is not None else None
-        )
+        items, skipped = _claim(connection, items, claimable, lead)
         # A plan made before the transaction stands only if every message is still the
         # caller's and every resource it touches is at the version it was planned on;
         # otherwise the batch is planned again here, on what this transaction sees.
         used = (
             preplanned is not None
             and not skipped
-            and _still_current(
-                connection,
-                store,
-                preplanned.assumed,
-                lead.versions if lead is not None else None,
-            )
+            and _still_current(connection, store, preplanned.assumed, lead)
         )
         if used and preplanned is not None:
             plan = preplanned.plan

@@ -377,14 +377,8 @@ def write_batch(
         with raw.cursor() as cursor:
             for table, values in fresh.items():
                 if values:
-                    columns = list(zip(*values, strict=True))
-                    statement, kinds = INSERT_INDEX_ARRAYS[table]
-                    cursor.execute(
-                        statement,
-                        [
-                            _ARRAY_TEXT[kind](column)
-                            for kind, column in zip(kinds, columns, strict=True)
-                        ],
+                    _insert_arrays(
+                        cursor, INSERT_INDEX_ARRAYS[table], list(zip(*values, strict=True))
                     )
 
 
@@ -507,10 +501,14 @@ def insert_index_one(
             columns = list(zip(*values, strict=True))
             if new:
                 del columns[RES_COLUMN[table]]
-                statement, kinds = INSERT_INDEX_ARRAYS_NEW[table]
-            else:
-                statement, kinds = INSERT_INDEX_ARRAYS[table]
-            cursor.execute(
-                statement,
-                [_ARRAY_TEXT[kind](column) for kind, column in zip(kinds, columns, strict=True)],
-            )
+            spec = (INSERT_INDEX_ARRAYS_NEW if new else INSERT_INDEX_ARRAYS)[table]
+            _insert_arrays(cursor, spec, columns)
+
+
+def _insert_arrays(cursor: Any, spec: tuple[str, Sequence[str]], columns: list[Any]) -> None:
+    """Run one ``INSERT … SELECT`` of :data:`INSERT_INDEX_ARRAYS` (or its ``NEW`` twin): each
+    column of a table's rows (tuples, in the statement's order) as one array parameter."""
+    statement, kinds = spec
+    cursor.execute(
+        statement, [_ARRAY_TEXT[kind](column) for kind, column in zip(kinds, columns, strict=True)]
+    )
