@@ -1,8 +1,11 @@
 """Tests for the accuracy work: typo levels, nickname typos and the truth scorer."""
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from sharedcare.identity.compare import COMPARISONS, LEVELS, compare, features
+from sharedcare.identity.compare import COMPARISONS, LEVELS, Features, compare, features
 from sharedcare.identity.evaluation import (
     EvaluationError,
     SourceEvent,
@@ -16,11 +19,11 @@ from sharedcare.identity.nicknames import near_nickname_groups, nickname_groups
 from sharedcare.identity.person import PersonRecord
 
 
-def rec(**kw):
+def rec(**kw: Any) -> Features:
     return features(PersonRecord.create("s", "1", **kw))
 
 
-def level(field, a, b):
+def level(field: str, a: Features, b: Features) -> str:
     return LEVELS[field][compare(a, b)[COMPARISONS.index(field)]]
 
 
@@ -33,21 +36,21 @@ def level(field, a, b):
         ("Roy", "Sam", "different"),
     ],
 )
-def test_one_typo_given_names_are_not_different(a, b, expected):
+def test_one_typo_given_names_are_not_different(a: str, b: str, expected: str) -> None:
     assert level("given_name", rec(given_name=a), rec(given_name=b)) == expected
 
 
-def test_one_typo_family_names_are_not_different():
+def test_one_typo_family_names_are_not_different() -> None:
     assert level("family_name", rec(family_name="Ng"), rec(family_name="Gn")) == "different"
     assert level("family_name", rec(family_name="Orr"), rec(family_name="Rorr")) != "different"
 
 
-def test_new_nickname_groups():
+def test_new_nickname_groups() -> None:
     for formal, short in [("KIMBERLEY", "KIM"), ("GILLIAN", "JILL"), ("PAMELA", "PAM")]:
         assert nickname_groups(formal) & nickname_groups(short)
 
 
-def test_nickname_survives_a_typo_in_a_long_name():
+def test_nickname_survives_a_typo_in_a_long_name() -> None:
     assert near_nickname_groups("NIICHOLAS") == nickname_groups("NICHOLAS")
     assert near_nickname_groups("NICHOLAS") == frozenset()  # in the table: exact groups only
     assert level("given_name", rec(given_name="Niicholas"), rec(given_name="Nick")) == "alias"
@@ -56,7 +59,7 @@ def test_nickname_survives_a_typo_in_a_long_name():
     assert near_nickname_groups("ZZZZZZZ") == frozenset()
 
 
-def test_score_clusters_pairwise_and_cluster_figures():
+def test_score_clusters_pairwise_and_cluster_figures() -> None:
     truth = {("a", "1"): "P1", ("b", "1"): "P1", ("c", "1"): "P1", ("a", "2"): "P2"}
     # P1 split in two; P2 wrongly joined to part of P1
     clusters = {("a", "1"): "G1", ("b", "1"): "G1", ("c", "1"): "G2", ("a", "2"): "G2"}
@@ -68,13 +71,13 @@ def test_score_clusters_pairwise_and_cluster_figures():
     assert (s.review_pairs, s.review_true) == (1, 1)
 
 
-def test_score_counts_unplaced_records_as_singletons():
+def test_score_counts_unplaced_records_as_singletons() -> None:
     truth = {("a", "1"): "P1", ("b", "1"): "P1"}
     s = score_clusters({("a", "1"): "G1"}, truth)
     assert s.missing_records == 1 and s.recall == 0.0 and s.precision == 1.0
 
 
-def test_run_matcher_skips_unchanged_resends_and_applies_source_merges():
+def test_run_matcher_skips_unchanged_resends_and_applies_source_merges() -> None:
     first = PersonRecord.create(
         "RBD", "D1", given_name="Ann", family_name="Ng", birth_date="1970-01-01"
     )
@@ -97,7 +100,7 @@ def test_run_matcher_skips_unchanged_resends_and_applies_source_merges():
     assert list(snapshot(events)) == [first.key, other.key]
 
 
-def test_read_events_says_what_is_wrong(tmp_path):
+def test_read_events_says_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(EvaluationError, match=r"no truth\.csv"):
         read_events(tmp_path)
     (tmp_path / "truth.csv").write_text("source_org,record_type,source_id,person_id,faults\n")
@@ -112,9 +115,9 @@ def test_read_events_says_what_is_wrong(tmp_path):
         read_events(tmp_path)
 
 
-def test_different_valid_nhs_numbers_never_auto_link():
+def test_different_valid_nhs_numbers_never_auto_link() -> None:
     matcher = Matcher()
-    common = {
+    common: dict[str, Any] = {
         "given_name": "Ann",
         "family_name": "Ng",
         "birth_date": "1970-01-01",

@@ -2,6 +2,7 @@
 
 import itertools
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -50,7 +51,7 @@ FAMILY = [
 POSTCODES = ["BH1 1AA", "BH1 1AB", "BH2 5RR", "DT1 1AA", "DT1 2BB", "SP1 3CC"]
 
 
-def _nhs(rng):
+def _nhs(rng: random.Random) -> str:
     while True:
         digits = [rng.randrange(10) for _ in range(9)]
         check = 11 - sum(d * w for d, w in zip(digits, range(10, 1, -1), strict=True)) % 11
@@ -60,14 +61,14 @@ def _nhs(rng):
             return "".join(map(str, digits)) + str(check)
 
 
-def _typo(rng, text):
+def _typo(rng: random.Random, text: str) -> str:
     if len(text) < 4:
         return text
     k = rng.randrange(1, len(text) - 1)
     return text[:k] + text[k + 1] + text[k] + text[k + 2 :]
 
 
-def synthetic_records(people=450, seed=3):
+def synthetic_records(people: int = 450, seed: int = 3) -> list[PersonRecord]:
     """A few records per person from different sources, with typos, swaps and gaps.
 
     Many people share names, birth dates and postcodes, so blocking buckets overlap and
@@ -75,7 +76,7 @@ def synthetic_records(people=450, seed=3):
     term-frequency adjustment applies.
     """
     rng = random.Random(seed)
-    records = []
+    records: list[PersonRecord] = []
     for p in range(people):
         given, family = rng.choice(GIVEN), rng.choice(FAMILY)
         dob = f"{rng.randrange(1930, 2020)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
@@ -84,7 +85,8 @@ def synthetic_records(people=450, seed=3):
         address = f"{rng.randrange(1, 40)} {rng.choice(['High St', 'Mill Lane', 'Park Road'])}"
         nhs = _nhs(rng)
         for source in rng.sample(["gp", "acute", "council", "community"], rng.randrange(2, 5)):
-            g, f, d, n, pc = given, family, dob, nhs, postcode
+            g, f, d, pc = given, family, dob, postcode
+            n: str | None = nhs
             roll = rng.random()
             if roll < 0.15:
                 g = _typo(rng, g)
@@ -115,17 +117,17 @@ def synthetic_records(people=450, seed=3):
     return records
 
 
-def counter_ids():
+def counter_ids() -> Callable[[], str]:
     counter = itertools.count(1)
     return lambda: f"G{next(counter)}"
 
 
 @pytest.fixture(scope="module")
-def records():
+def records() -> list[PersonRecord]:
     return synthetic_records()
 
 
-def test_one_and_two_workers_give_identical_clusters(records):
+def test_one_and_two_workers_give_identical_clusters(records: list[PersonRecord]) -> None:
     one = link_records(records, workers=1, id_factory=counter_ids(), chunk=100)
     two = link_records(records, workers=2, id_factory=counter_ids(), chunk=100)
     assert two.workers == 2
@@ -138,7 +140,7 @@ def test_one_and_two_workers_give_identical_clusters(records):
     )
 
 
-def test_batch_places_records_as_the_real_time_matcher_does(records):
+def test_batch_places_records_as_the_real_time_matcher_does(records: list[PersonRecord]) -> None:
     matcher = Matcher(id_factory=counter_ids())
     for record in records:
         matcher.add(record)
@@ -154,19 +156,19 @@ def test_batch_places_records_as_the_real_time_matcher_does(records):
     assert [(r.kind, batch.keys[r.record]) for r in batch.reviews] == expected
 
 
-def test_a_key_given_twice_is_refused(records):
+def test_a_key_given_twice_is_refused(records: list[PersonRecord]) -> None:
     with pytest.raises(BatchError, match="appears twice"):
         link_records([records[0], records[0]], workers=1)
 
 
-def test_bad_arguments_are_refused(records):
+def test_bad_arguments_are_refused(records: list[PersonRecord]) -> None:
     with pytest.raises(BatchError, match="workers"):
         link_records(records[:10], workers=-1)
     with pytest.raises(BatchError, match="blocking rule"):
         link_records(records[:10], workers=1, rules=["nope"])
 
 
-def test_default_golden_ids_are_random_uuids(records):
+def test_default_golden_ids_are_random_uuids(records: list[PersonRecord]) -> None:
     import uuid
 
     ids = link_records(records[:300], workers=1).golden_ids
@@ -174,6 +176,6 @@ def test_default_golden_ids_are_random_uuids(records):
     assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
 
 
-def test_nothing_to_link():
+def test_nothing_to_link() -> None:
     out = link_records([], workers=2)
     assert out.clusters() == {} and out.golden_ids == []

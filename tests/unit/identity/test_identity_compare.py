@@ -1,19 +1,28 @@
+from typing import Any
+
 import pytest
 
-from sharedcare.identity.compare import COMPARISONS, LEVELS, compare, features, normalise_name
+from sharedcare.identity.compare import (
+    COMPARISONS,
+    LEVELS,
+    Features,
+    compare,
+    features,
+    normalise_name,
+)
 from sharedcare.identity.nicknames import NICKNAME_GROUPS, nickname_groups
 from sharedcare.identity.person import PersonRecord
 
 
-def rec(**kw):
+def rec(**kw: Any) -> Features:
     return features(PersonRecord.create("s", "1", **kw))
 
 
-def level(field, a, b):
+def level(field: str, a: Features, b: Features) -> str:
     return LEVELS[field][compare(a, b)[COMPARISONS.index(field)]]
 
 
-def test_normalise_name():
+def test_normalise_name() -> None:
     assert normalise_name("O'Brien-Smith") == ("OBRIEN", "SMITH")
     assert normalise_name("Zoë") == ("ZOE",)
     assert normalise_name(None) == ()
@@ -32,15 +41,15 @@ def test_normalise_name():
         ("1985-03-14", "1962-11-30", "different"),
     ],
 )
-def test_birth_date_levels(a, b, expected):
+def test_birth_date_levels(a: str, b: str, expected: str) -> None:
     assert level("birth_date", rec(birth_date=a), rec(birth_date=b)) == expected
 
 
-def test_birth_date_missing_is_null():
+def test_birth_date_missing_is_null() -> None:
     assert level("birth_date", rec(birth_date="1985-03-14"), rec()) == "null"
 
 
-def test_same_day_and_month_is_exact_not_swap():
+def test_same_day_and_month_is_exact_not_swap() -> None:
     assert level("birth_date", rec(birth_date="1985-05-05"), rec(birth_date="1985-05-05")) == (
         "exact"
     )
@@ -65,11 +74,11 @@ def test_same_day_and_month_is_exact_not_swap():
         ("Mary", "Susan", "different"),
     ],
 )
-def test_given_name_levels(a, b, expected):
+def test_given_name_levels(a: str, b: str, expected: str) -> None:
     assert level("given_name", rec(given_name=a), rec(given_name=b)) == expected
 
 
-def test_middle_name_used_as_first_is_alias():
+def test_middle_name_used_as_first_is_alias() -> None:
     a = rec(given_name="John Paul")
     b = rec(given_name="Paul")
     assert level("given_name", a, b) == "alias"
@@ -85,18 +94,18 @@ def test_middle_name_used_as_first_is_alias():
         ("Smith", "Jones", "different"),
     ],
 )
-def test_family_name_levels(a, b, expected):
+def test_family_name_levels(a: str, b: str, expected: str) -> None:
     assert level("family_name", rec(family_name=a), rec(family_name=b)) == expected
 
 
-def test_swapped_given_and_family_names():
+def test_swapped_given_and_family_names() -> None:
     a = rec(given_name="Li", family_name="Wei")
     b = rec(given_name="Wei", family_name="Li")
     assert level("given_name", a, b) == "alias"
     assert level("family_name", a, b) == "exact"
 
 
-def test_address_levels():
+def test_address_levels() -> None:
     home = rec(postcode="BH1 1AA", address="1 High Street, Poole")
     assert level("address", home, rec(postcode="BH11AA", address="1 High St")) == (
         "postcode_and_lines"
@@ -114,7 +123,7 @@ def test_address_levels():
     )
 
 
-def test_nhs_and_sex_levels():
+def test_nhs_and_sex_levels() -> None:
     a = rec(nhs_number="9434765919", sex="male")
     assert level("nhs_number", a, rec(nhs_number="9434765919")) == "exact"
     assert level("nhs_number", a, rec(nhs_number="9434769519")) == "one_edit"
@@ -125,7 +134,7 @@ def test_nhs_and_sex_levels():
     assert level("sex", a, rec(sex="unknown")) == "null"
 
 
-def test_nickname_table_is_upper_case_and_small():
+def test_nickname_table_is_upper_case_and_small() -> None:
     names = [n for g in NICKNAME_GROUPS for n in g]
     assert all(n == n.upper() and n.isalpha() for n in names)
     assert len(NICKNAME_GROUPS) < 200
@@ -133,7 +142,7 @@ def test_nickname_table_is_upper_case_and_small():
     assert nickname_groups("ZZZ") == frozenset()
 
 
-def test_shortcuts_agree_with_the_full_edit_distance():
+def test_shortcuts_agree_with_the_full_edit_distance() -> None:
     """The NHS number and one-typo shortcuts never change a level (checked against the
     full Damerau-Levenshtein distance on random near and far pairs)."""
     import random
@@ -144,7 +153,7 @@ def test_shortcuts_agree_with_the_full_edit_distance():
 
     rng = random.Random(11)
 
-    def nearby(text, alphabet):
+    def nearby(text: str, alphabet: str) -> str:
         chars = list(text)
         for _ in range(rng.randrange(0, 3)):
             k = rng.randrange(len(chars))

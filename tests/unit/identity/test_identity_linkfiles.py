@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import pytest
 import typer
@@ -27,6 +28,8 @@ RIGHT = [
     ["R3", "Priya", "Natarajan", "1972-08-19", "female", "BH2 5RT", ""],  # moved
     ["R9", "Olive", "Quist", "2001-05-05", "female", "DT11 0ZZ", ""],
 ]
+Files = tuple[Path, Path, Path]
+
 MAP = [
     "given_name=forename:first",
     "family_name=surname:last",
@@ -37,23 +40,23 @@ MAP = [
 ]
 
 
-def write(path, rows):
+def write(path: Path, rows: list[list[str]]) -> Path:
     with path.open("w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     return path
 
 
 @pytest.fixture
-def files(tmp_path):
+def files(tmp_path: Path) -> Files:
     return write(tmp_path / "left.csv", LEFT), write(tmp_path / "right.csv", RIGHT), tmp_path
 
 
-def read_pairs(path):
+def read_pairs(path: Path) -> list[dict[str, str]]:
     with path.open() as fh:
         return list(csv.DictReader(fh))
 
 
-def test_link_files_end_to_end(files):
+def test_link_files_end_to_end(files: Files) -> None:
     left, right, folder = files
     out = folder / "pairs.csv"
     summary = link_files(
@@ -71,7 +74,7 @@ def test_link_files_end_to_end(files):
         assert 0.5 <= float(r["match_probability"]) <= 1.0
 
 
-def test_cli_link_files(files):
+def test_cli_link_files(files: Files) -> None:
     left, right, folder = files
     app = typer.Typer()
 
@@ -105,7 +108,7 @@ def test_cli_link_files(files):
     assert "colour" in result.output and "Traceback" not in result.output
 
 
-def test_bad_inputs_give_one_line_errors(files, tmp_path):
+def test_bad_inputs_give_one_line_errors(files: Files, tmp_path: Path) -> None:
     left, right, folder = files
     fm = parse_field_map(MAP)
     with pytest.raises(LinkError, match="no column 'gp'"):
@@ -131,19 +134,19 @@ def test_bad_inputs_give_one_line_errors(files, tmp_path):
 @pytest.mark.parametrize(
     "spec", [["given_name"], ["given_name=a"], ["colour=a:b"], ["sex=a:b", "sex=c:d"], []]
 )
-def test_parse_field_map_errors(spec):
+def test_parse_field_map_errors(spec: list[str]) -> None:
     with pytest.raises(LinkError):
         parse_field_map(spec)
 
 
-def test_prior_estimate_counts_expected_matches():
+def test_prior_estimate_counts_expected_matches() -> None:
     # 10 clear matches among 100 x 100 records, plus many clear non-matches.
     evidence = [40.0] * 10 + [-20.0] * 1000
     prior = estimate_prior_from(evidence, 100, 100, 1e-6)
     assert prior == pytest.approx(10 / 10_000, rel=0.01)
 
 
-def test_cli_train_and_model_files(files):
+def test_cli_train_and_model_files(files: Files) -> None:
     left, right, folder = files
     app = typer.Typer()
 
@@ -182,7 +185,9 @@ def test_cli_train_and_model_files(files):
     assert result.exit_code == 2 and "cannot be read" in result.output
 
 
-def test_parallel_scoring_gives_the_same_pairs(files, monkeypatch):
+def test_parallel_scoring_gives_the_same_pairs(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from sharedcare.identity import linkfiles
 
     left, right, _ = files
@@ -200,7 +205,7 @@ def test_parallel_scoring_gives_the_same_pairs(files, monkeypatch):
     assert double.compared == single.compared and double.prior == single.prior
 
 
-def test_non_utf8_file_is_a_clear_error(files, tmp_path):
+def test_non_utf8_file_is_a_clear_error(files: Files, tmp_path: Path) -> None:
     _, right, folder = files
     latin = tmp_path / "latin.csv"
     latin.write_bytes("gp_id,forename\nL1,Zo\xeb\n".encode("latin-1"))

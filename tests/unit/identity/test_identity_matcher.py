@@ -1,4 +1,5 @@
 import itertools
+from typing import Any
 
 import pytest
 
@@ -7,13 +8,13 @@ from sharedcare.identity.model import Band
 from sharedcare.identity.person import PersonRecord
 
 
-def make_matcher():
+def make_matcher() -> Matcher:
     counter = itertools.count(1)
     return Matcher(id_factory=lambda: f"G{next(counter)}")
 
 
-def person(source, local_id, **kw):
-    base = dict(
+def person(source: str, local_id: str, **kw: Any) -> PersonRecord:
+    base: dict[str, Any] = dict(
         given_name="Jonathan",
         family_name="Whitfield",
         birth_date="1980-03-14",
@@ -25,7 +26,7 @@ def person(source, local_id, **kw):
     return PersonRecord.create(source, local_id, **base)
 
 
-def test_first_record_starts_a_golden_record():
+def test_first_record_starts_a_golden_record() -> None:
     m = make_matcher()
     d = m.add(person("gp", "1", nhs_number="9434765919"))
     assert d.kind is DecisionKind.NEW and d.band is Band.NO_LINK
@@ -33,7 +34,7 @@ def test_first_record_starts_a_golden_record():
     assert m.golden_count == 1
 
 
-def test_deterministic_link_on_nhs_number_and_birth_date():
+def test_deterministic_link_on_nhs_number_and_birth_date() -> None:
     m = make_matcher()
     m.add(person("gp", "1", nhs_number="9434765919"))
     d = m.add(
@@ -52,7 +53,7 @@ def test_deterministic_link_on_nhs_number_and_birth_date():
     assert d.matched_record == ("gp", "1")
 
 
-def test_invalid_nhs_number_is_not_deterministic():
+def test_invalid_nhs_number_is_not_deterministic() -> None:
     m = make_matcher()
     m.add(person("gp", "1", given_name="Ann", family_name="Lee", nhs_number="9434765918"))
     d = m.add(
@@ -69,7 +70,7 @@ def test_invalid_nhs_number_is_not_deterministic():
     assert d.kind is not DecisionKind.DETERMINISTIC
 
 
-def test_probabilistic_link_with_typos_and_explanation():
+def test_probabilistic_link_with_typos_and_explanation() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     d = m.add(
@@ -85,6 +86,7 @@ def test_probabilistic_link_with_typos_and_explanation():
     assert d.kind is DecisionKind.PROBABILISTIC
     assert d.band is Band.AUTO_LINK
     assert d.golden_id == "G1"
+    assert d.score is not None
     evidence = {e.field: e for e in d.score.evidence}
     assert evidence["given_name"].level == "alias"
     assert evidence["family_name"].level == "jaro_winkler_0.92"
@@ -96,15 +98,16 @@ def test_probabilistic_link_with_typos_and_explanation():
     assert m.decision(("acute", "A")) == d
 
 
-def test_day_month_swap_still_links():
+def test_day_month_swap_still_links() -> None:
     m = make_matcher()
     m.add(person("gp", "1", birth_date="1980-03-04"))
     d = m.add(person("acute", "A", birth_date="1980-04-03"))
     assert d.golden_id == "G1"
+    assert d.score is not None
     assert {e.field: e.level for e in d.score.evidence}["birth_date"] == "day_month_swap"
 
 
-def test_different_person_gets_own_golden_record():
+def test_different_person_gets_own_golden_record() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     d = m.add(
@@ -123,7 +126,7 @@ def test_different_person_gets_own_golden_record():
     assert d.band is Band.NO_LINK
 
 
-def test_twin_goes_to_review_not_auto_link():
+def test_twin_goes_to_review_not_auto_link() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     d = m.add(person("gp", "2", given_name="Samuel"))
@@ -135,7 +138,7 @@ def test_twin_goes_to_review_not_auto_link():
     assert (item.golden_id, item.candidate_golden_id) == ("G2", "G1")
 
 
-def test_reviews_since_gives_what_each_placement_raised_resolved_or_not():
+def test_reviews_since_gives_what_each_placement_raised_resolved_or_not() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     assert (m.review_count(), m.reviews_since(0)) == (0, [])
@@ -149,7 +152,7 @@ def test_reviews_since_gives_what_each_placement_raised_resolved_or_not():
     assert m.reviews_since(m.review_count()) == []
 
 
-def test_review_resolution_merges_keeping_older_id():
+def test_review_resolution_merges_keeping_older_id() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     m.add(person("gp", "2", given_name="Samuel"))
@@ -163,7 +166,7 @@ def test_review_resolution_merges_keeping_older_id():
         m.resolve_review(item.id, same_person=True)
 
 
-def test_review_rejection_keeps_records_apart():
+def test_review_rejection_keeps_records_apart() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     m.add(person("gp", "2", given_name="Samuel"))
@@ -173,7 +176,7 @@ def test_review_rejection_keeps_records_apart():
     assert m.reviews(open_only=False)[0].outcome == "different-people"
 
 
-def test_merge_and_unmerge_keep_ids_stable():
+def test_merge_and_unmerge_keep_ids_stable() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     m.add(
@@ -216,7 +219,7 @@ def test_merge_and_unmerge_keep_ids_stable():
         m.unmerge(event.id)
 
 
-def test_detach_moves_record_to_new_golden_record():
+def test_detach_moves_record_to_new_golden_record() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     m.add(person("acute", "A"))
@@ -227,7 +230,7 @@ def test_detach_moves_record_to_new_golden_record():
     assert m.detach(("acute", "A")) == "G2"  # alone already
 
 
-def test_incremental_clustering_and_stable_ids_on_relink():
+def test_incremental_clustering_and_stable_ids_on_relink() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     other = dict(
@@ -261,7 +264,7 @@ def test_incremental_clustering_and_stable_ids_on_relink():
     assert m.golden_count == 2
 
 
-def test_update_that_still_matches_keeps_cluster():
+def test_update_that_still_matches_keeps_cluster() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     m.add(person("acute", "A"))
@@ -271,7 +274,7 @@ def test_update_that_still_matches_keeps_cluster():
     assert len(m) == 2
 
 
-def test_match_is_a_dry_run():
+def test_match_is_a_dry_run() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     d = m.match(person("acute", "A", given_name="Samuel"))
@@ -279,7 +282,7 @@ def test_match_is_a_dry_run():
     assert len(m) == 1 and m.reviews() == []
 
 
-def test_possible_duplicate_when_record_matches_two_clusters():
+def test_possible_duplicate_when_record_matches_two_clusters() -> None:
     m = make_matcher()
     m.load(person("gp", "1"), "G100")
     m.load(person("acute", "X"), "G200")  # the same person, not yet merged
@@ -290,7 +293,7 @@ def test_possible_duplicate_when_record_matches_two_clusters():
     assert {item.golden_id, item.candidate_golden_id} == {"G100", "G200"}
 
 
-def test_remove_and_errors():
+def test_remove_and_errors() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     m.remove(("gp", "1"))
@@ -306,7 +309,7 @@ def test_remove_and_errors():
         m.load(person("gp", "9"), "G9")
 
 
-def test_survivorship_view_through_matcher():
+def test_survivorship_view_through_matcher() -> None:
     m = make_matcher()
     m.add(person("gp", "1", nhs_number="9434765919"))
     m.add(person("acute", "A", nhs_number="9434765919", given_name="Jon"))
@@ -315,7 +318,7 @@ def test_survivorship_view_through_matcher():
     assert g.members == (("acute", "A"), ("gp", "1"))
 
 
-def test_restore_from_storage_and_never_reuse_ids():
+def test_restore_from_storage_and_never_reuse_ids() -> None:
     m = make_matcher()
     m.load(person("gp", "1"), "G1")
     m.load_retired("G2", "G1")
@@ -339,7 +342,7 @@ def test_restore_from_storage_and_never_reuse_ids():
         m.load_retired("G1", "G3")
 
 
-def test_merges_lists_undoable_events():
+def test_merges_lists_undoable_events() -> None:
     m = make_matcher()
     m.load(person("gp", "1"), "G1")
     m.load(person("gp", "2", given_name="Samuel"), "G2")
@@ -349,7 +352,7 @@ def test_merges_lists_undoable_events():
     assert m.merges() == []
 
 
-def test_fhir_patients_from_two_sources_link():
+def test_fhir_patients_from_two_sources_link() -> None:
     m = make_matcher()
     gp = {
         "resourceType": "Patient",
@@ -371,6 +374,7 @@ def test_fhir_patients_from_two_sources_link():
     m.add(PersonRecord.from_fhir(gp, source="gp"))
     d = m.add(PersonRecord.from_fhir(acute, source="acute"))
     assert d.golden_id == "G1"
+    assert d.score is not None
     levels = {e.field: e.level for e in d.score.evidence}
     assert levels == {
         "nhs_number": "null",
@@ -384,7 +388,7 @@ def test_fhir_patients_from_two_sources_link():
     assert golden.nhs_number == "9434765919"
 
 
-def test_refresh_takes_a_newer_copy_with_the_same_values_without_rescoring():
+def test_refresh_takes_a_newer_copy_with_the_same_values_without_rescoring() -> None:
     from datetime import UTC, datetime
 
     m = make_matcher()
@@ -418,7 +422,7 @@ def test_refresh_takes_a_newer_copy_with_the_same_values_without_rescoring():
     assert m.golden("G1").postcode == "BH1 1AA"
 
 
-def test_refresh_leaves_a_changed_or_unknown_record_to_add():
+def test_refresh_leaves_a_changed_or_unknown_record_to_add() -> None:
     m = make_matcher()
     m.add(person("gp", "1"))
     assert m.refresh(person("gp", "1", family_name="Whitfeld")) is None

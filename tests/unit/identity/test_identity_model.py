@@ -1,6 +1,7 @@
 import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -15,21 +16,21 @@ from sharedcare.identity.model import (
 from sharedcare.identity.training import em
 
 
-def vec(**levels):
+def vec(**levels: str) -> list[int]:
     out = [0] * len(COMPARISONS)
     for name, label in levels.items():
         out[COMPARISONS.index(name)] = LEVELS[name].index(label)
     return out
 
 
-def test_level_weight_is_log2_m_over_u():
+def test_level_weight_is_log2_m_over_u() -> None:
     model = MatchModel.default()
     p = model.fields["birth_date"]
     assert model.level_weights("birth_date")[1] == pytest.approx(math.log2(p.m[1] / p.u[1]))
     assert model.level_weights("birth_date")[0] == 0.0
 
 
-def test_weight_adds_prior_and_fields():
+def test_weight_adds_prior_and_fields() -> None:
     model = MatchModel.default()
     v = vec(given_name="exact", family_name="exact", birth_date="exact")
     expected = model.prior_weight + sum(
@@ -39,14 +40,14 @@ def test_weight_adds_prior_and_fields():
     assert model.weight([0] * len(COMPARISONS)) == pytest.approx(model.prior_weight)
 
 
-def test_probability_from_weight():
+def test_probability_from_weight() -> None:
     assert probability_from_weight(0) == 0.5
     assert probability_from_weight(1) == pytest.approx(2 / 3)
     assert probability_from_weight(100) == 1.0
     assert probability_from_weight(-100) == 0.0
 
 
-def test_bands_and_explanation():
+def test_bands_and_explanation() -> None:
     model = MatchModel.default()
     strong = vec(given_name="exact", family_name="exact", birth_date="exact", address="postcode")
     score = model.score(strong)
@@ -62,7 +63,7 @@ def test_bands_and_explanation():
     assert model.band(model.auto_link_weight) is Band.AUTO_LINK
 
 
-def test_different_given_name_caps_at_review_unless_nhs_agrees():
+def test_different_given_name_caps_at_review_unless_nhs_agrees() -> None:
     model = MatchModel.default()
     twins = vec(
         given_name="different",
@@ -78,7 +79,7 @@ def test_different_given_name_caps_at_review_unless_nhs_agrees():
     assert model.score(with_nhs).band is Band.AUTO_LINK
 
 
-def test_term_frequency_adjustment_penalises_common_names():
+def test_term_frequency_adjustment_penalises_common_names() -> None:
     model = MatchModel.default()
     tf = TermFrequencies(["family_name"], min_total=10)
     tf.add("family_name", "SMITH", 500)
@@ -86,8 +87,8 @@ def test_term_frequency_adjustment_penalises_common_names():
     tf.add("family_name", "JONES", 1499)
     v = vec(family_name="exact")
     i = model.tf_fields.index("family_name")
-    common = [None, None]
-    rare = [None, None]
+    common: list[float | None] = [None, None]
+    rare: list[float | None] = [None, None]
     common[i] = tf.frequency("family_name", "SMITH")
     rare[i] = tf.frequency("family_name", "ZANUCK")
     base = model.weight(v)
@@ -97,7 +98,7 @@ def test_term_frequency_adjustment_penalises_common_names():
     assert explained.tf_adjustment < 0
 
 
-def test_term_frequencies_need_enough_counts_and_support_removal():
+def test_term_frequencies_need_enough_counts_and_support_removal() -> None:
     tf = TermFrequencies(["given_name"], min_total=3)
     tf.add("given_name", "ANN")
     assert tf.frequency("given_name", "ANN") is None
@@ -107,7 +108,7 @@ def test_term_frequencies_need_enough_counts_and_support_removal():
     assert tf.frequency("given_name", "ANN") is None
 
 
-def test_serialisation_round_trip(tmp_path):
+def test_serialisation_round_trip(tmp_path: Path) -> None:
     model = MatchModel.default()
     path = tmp_path / "m.json"
     model.save(path)
@@ -117,7 +118,7 @@ def test_serialisation_round_trip(tmp_path):
     assert set(data["fields"]["birth_date"]["levels"]) == set(LEVELS["birth_date"][1:])
 
 
-def test_bad_parameters_are_rejected_with_clear_messages(tmp_path):
+def test_bad_parameters_are_rejected_with_clear_messages(tmp_path: Path) -> None:
     data = MatchModel.default().to_dict()
     del data["fields"]["sex"]
     with pytest.raises(ModelError, match="sex"):
@@ -136,10 +137,10 @@ def test_bad_parameters_are_rejected_with_clear_messages(tmp_path):
         MatchModel.load(bad)
 
 
-def test_em_recovers_m_from_a_known_mixture():
+def test_em_recovers_m_from_a_known_mixture() -> None:
     # Two fields' worth of simulated pairs: matches agree 90% on each, non-matches 10%.
     model = MatchModel.default()
-    counts: Counter = Counter()
+    counts: Counter[tuple[int, ...]] = Counter()
     g = COMPARISONS.index("given_name")
     f = COMPARISONS.index("family_name")
     exact_g, diff_g = 1, LEVELS["given_name"].index("different")
@@ -166,14 +167,14 @@ def test_em_recovers_m_from_a_known_mixture():
     assert runs >= 2
 
 
-def test_band_of_agrees_with_score_on_every_vector():
+def test_band_of_agrees_with_score_on_every_vector() -> None:
     import itertools
     import random
 
     model = MatchModel.default()
     rng = random.Random(7)
     vectors = list(itertools.product(*(range(len(LEVELS[name])) for name in COMPARISONS)))
-    bands = Counter()
+    bands: Counter[Band] = Counter()
     for vector in rng.sample(vectors, 4000):
         for tf in (None, [None, None], [rng.random() * 0.02, rng.random() * 0.02]):
             expected = model.score(vector, tf).band

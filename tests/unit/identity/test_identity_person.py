@@ -11,7 +11,7 @@ from sharedcare.identity.person import (
 )
 
 
-def test_create_tidies_values():
+def test_create_tidies_values() -> None:
     r = PersonRecord.create(
         "gp",
         " 42 ",
@@ -34,13 +34,13 @@ def test_create_tidies_values():
     assert r.nhs_number_valid
 
 
-def test_nhs_number_with_bad_check_digit_is_kept_but_invalid():
+def test_nhs_number_with_bad_check_digit_is_kept_but_invalid() -> None:
     r = PersonRecord.create("gp", "1", nhs_number="9434765918")
     assert r.nhs_number == "9434765918"
     assert not r.nhs_number_valid
 
 
-def test_nhs_number_not_ten_digits_is_dropped():
+def test_nhs_number_not_ten_digits_is_dropped() -> None:
     assert PersonRecord.create("gp", "1", nhs_number="12345").nhs_number is None
 
 
@@ -55,19 +55,19 @@ def test_nhs_number_not_ten_digits_is_dropped():
         (None, None),
     ],
 )
-def test_parse_birth_date(text, expected):
+def test_parse_birth_date(text: str, expected: date | None) -> None:
     assert parse_birth_date(text) == expected
 
 
 @pytest.mark.parametrize("text", ["1980-02-30", "yesterday", "3/2/80", "1980/02/03"])
-def test_bad_birth_date_names_field_not_value(text):
+def test_bad_birth_date_names_field_not_value(text: str) -> None:
     with pytest.raises(PersonDataError) as err:
         parse_birth_date(text)
     assert "birth_date" in str(err.value)
     assert text not in str(err.value)
 
 
-def test_parse_sex_codes():
+def test_parse_sex_codes() -> None:
     assert parse_sex("1") == "male"
     assert parse_sex("Female") == "female"
     assert parse_sex("U") == "unknown"
@@ -75,14 +75,14 @@ def test_parse_sex_codes():
         parse_sex("banana")
 
 
-def test_normalise_postcode():
+def test_normalise_postcode() -> None:
     assert normalise_postcode("dt11aa") == "DT1 1AA"
     assert normalise_postcode("SW1A 2AA") == "SW1A 2AA"
     assert normalise_postcode("not a pc") == "NOTAPC"
     assert normalise_postcode("  ") is None
 
 
-def test_from_row_uses_field_map_and_names_column_on_error():
+def test_from_row_uses_field_map_and_names_column_on_error() -> None:
     row = {"id": "7", "fn": "Ann", "dob": "1990-13-01"}
     with pytest.raises(PersonDataError) as err:
         PersonRecord.from_row(
@@ -98,12 +98,12 @@ def test_from_row_uses_field_map_and_names_column_on_error():
         PersonRecord.from_row(row, source="s", id_column="id", field_map={"colour": "fn"})
 
 
-def test_from_row_requires_id():
+def test_from_row_requires_id() -> None:
     with pytest.raises(PersonDataError, match="id column"):
         PersonRecord.from_row({"id": ""}, source="s", id_column="id", field_map={})
 
 
-def test_from_fhir_patient():
+def test_from_fhir_patient() -> None:
     patient = {
         "resourceType": "Patient",
         "id": "p1",
@@ -133,7 +133,7 @@ def test_from_fhir_patient():
     assert r.updated is not None and r.updated.year == 2024
 
 
-def test_from_fhir_errors():
+def test_from_fhir_errors() -> None:
     with pytest.raises(PersonDataError, match="resourceType"):
         PersonRecord.from_fhir({"resourceType": "Observation"}, source="s")
     with pytest.raises(PersonDataError, match=r"Patient\.id"):

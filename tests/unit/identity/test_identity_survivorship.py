@@ -1,15 +1,18 @@
 from datetime import UTC, date, datetime
+from typing import Any
 
 from sharedcare.identity.person import PersonRecord
 from sharedcare.identity.survivorship import SurvivorshipPolicy, survive
 
 
-def rec(source, local_id, when=None, **kw):
-    updated = datetime(*when, tzinfo=UTC) if when else None
+def rec(
+    source: str, local_id: str, when: tuple[int, int, int] | None = None, **kw: Any
+) -> PersonRecord:
+    updated = datetime(*when).replace(tzinfo=UTC) if when else None
     return PersonRecord.create(source, local_id, updated=updated, **kw)
 
 
-def test_names_and_sex_come_from_most_trusted_source():
+def test_names_and_sex_come_from_most_trusted_source() -> None:
     policy = SurvivorshipPolicy({"gp": 1, "acute": 2})
     records = [
         rec("acute", "A", (2024, 1, 1), given_name="Jon", family_name="Smyth", sex="male"),
@@ -23,7 +26,7 @@ def test_names_and_sex_come_from_most_trusted_source():
     assert g.provenance["sex"] == ("acute", "A")
 
 
-def test_address_comes_from_most_recent_record_as_a_unit():
+def test_address_comes_from_most_recent_record_as_a_unit() -> None:
     records = [
         rec("gp", "1", (2020, 1, 1), postcode="BH1 1AA", address="1 Old Road"),
         rec("acute", "A", (2024, 6, 1), postcode="DT1 1AA", address=None),
@@ -35,7 +38,7 @@ def test_address_comes_from_most_recent_record_as_a_unit():
     assert g.provenance["postcode"] == ("acute", "A")
 
 
-def test_birth_date_majority_outvotes_one_typo():
+def test_birth_date_majority_outvotes_one_typo() -> None:
     records = [
         rec("gp", "1", birth_date="1980-03-14"),
         rec("acute", "A", birth_date="1980-03-14"),
@@ -45,7 +48,7 @@ def test_birth_date_majority_outvotes_one_typo():
     assert g.birth_date == date(1980, 3, 14)
 
 
-def test_invalid_nhs_number_never_survives():
+def test_invalid_nhs_number_never_survives() -> None:
     records = [
         rec("gp", "1", nhs_number="9434765918"),
         rec("gp", "2", nhs_number="9434765918"),
@@ -55,7 +58,7 @@ def test_invalid_nhs_number_never_survives():
     assert g.nhs_number == "9434765919"
 
 
-def test_empty_cluster_and_dict_form():
+def test_empty_cluster_and_dict_form() -> None:
     g = survive("G9", [])
     assert g.members == () and g.nhs_number is None and g.provenance == {}
     d = survive("G1", [rec("gp", "1", birth_date="1980-01-02")]).to_dict()

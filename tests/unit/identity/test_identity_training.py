@@ -3,7 +3,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from sharedcare.identity.compare import features
+from sharedcare.identity.compare import Features, features
 from sharedcare.identity.model import MatchModel
 from sharedcare.identity.person import PersonRecord
 from sharedcare.identity.training import estimate_u, train
@@ -12,9 +12,10 @@ GIVEN = ["Oliver", "Amelia", "George", "Isla", "Harry", "Ava", "Jack", "Mia", "N
 FAMILY = ["Smith", "Jones", "Taylor", "Brown", "Evans", "Walker", "Wright", "Hughes", "Green"]
 
 
-def population(n=300, seed=3):
+def population(n: int = 300, seed: int = 3) -> tuple[list[Features], list[Features]]:
     rng = random.Random(seed)
-    left, right = [], []
+    left: list[PersonRecord] = []
+    right: list[PersonRecord] = []
     for i in range(n):
         given, family = rng.choice(GIVEN), rng.choice(FAMILY)
         dob = date(1940, 1, 1) + timedelta(days=rng.randrange(25000))
@@ -37,7 +38,7 @@ def population(n=300, seed=3):
     return [features(r) for r in left], [features(r) for r in right]
 
 
-def test_estimate_u_from_random_pairs():
+def test_estimate_u_from_random_pairs() -> None:
     left, right = population()
     base = MatchModel.default()
     u = estimate_u(left, right, base, pairs=5000, seed=1)
@@ -49,7 +50,7 @@ def test_estimate_u_from_random_pairs():
     assert u["birth_date"][1] < 0.01 < 0.9 < u["birth_date"][-1]
 
 
-def test_unseen_levels_keep_their_default_u():
+def test_unseen_levels_keep_their_default_u() -> None:
     left, right = population()
     base = MatchModel.default()
     u = estimate_u(left[:50], right[100:150], base, pairs=200, seed=1)
@@ -58,7 +59,7 @@ def test_unseen_levels_keep_their_default_u():
     assert u["birth_date"][2] == pytest.approx(base.fields["birth_date"].u[2], rel=0.1)
 
 
-def test_train_learns_sensible_parameters_and_keeps_thresholds():
+def test_train_learns_sensible_parameters_and_keeps_thresholds() -> None:
     left, right = population()
     base = MatchModel.default()
     model, report = train(left, right, base, u_pairs=5000)
@@ -73,7 +74,7 @@ def test_train_learns_sensible_parameters_and_keeps_thresholds():
     MatchModel.from_dict(model.to_dict())  # still a valid, serialisable model
 
 
-def test_train_on_one_set_for_deduplication():
+def test_train_on_one_set_for_deduplication() -> None:
     left, _ = population(120)
     model, report = train(left + left[:30], None, u_pairs=2000)
     assert report.rules["dob"]["pairs"] >= 30
