@@ -15,6 +15,8 @@ from collections import defaultdict
 import pytest
 
 from sharedcare.identity.evaluation import (
+    RecordKey,
+    Scores,
     matcher_clusters,
     matcher_reviews,
     read_events,
@@ -24,6 +26,9 @@ from sharedcare.identity.evaluation import (
     snapshot,
 )
 from sharedcare.synthetic import DataQuality, SynthConfig, run
+
+#: The truth (record -> person), the matcher's clusters (record -> golden id) and their scores.
+Scored = tuple[dict[RecordKey, str], dict[RecordKey, str], Scores]
 
 HARSH = DataQuality(
     missing_nhs_number=0.5,
@@ -40,7 +45,7 @@ HARSH = DataQuality(
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory: pytest.TempPathFactory):
+def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
     out = tmp_path_factory.mktemp("synth") / "run"
     run(SynthConfig(people=300, seed=8, out=out, quality=HARSH))
     events = read_events(out)
@@ -51,7 +56,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory):
     return truth, clusters, score_clusters(clusters, truth, matcher_reviews(result.matcher))
 
 
-def test_every_feed_is_read(scored) -> None:
+def test_every_feed_is_read(scored: Scored) -> None:
     truth, clusters, scores = scored
     sources = {key[0][:3] for key in truth}
     assert {"J81", "RDY", "VCS", "E06"} <= sources
@@ -60,7 +65,7 @@ def test_every_feed_is_read(scored) -> None:
     assert len(clusters) == len(truth)
 
 
-def test_precision_and_recall_meet_the_target(scored) -> None:
+def test_precision_and_recall_meet_the_target(scored: Scored) -> None:
     _, _, scores = scored
     assert scores.true_pairs > 300
     assert scores.precision >= 0.995, scores.summary()
@@ -69,7 +74,7 @@ def test_precision_and_recall_meet_the_target(scored) -> None:
     assert scores.cluster_recall >= 0.99, scores.summary()
 
 
-def test_duplicate_registrations_cluster_together(scored) -> None:
+def test_duplicate_registrations_cluster_together(scored: Scored) -> None:
     truth, clusters, _ = scored
     by_person: dict[tuple[str, str], set[str]] = defaultdict(set)
     count: dict[tuple[str, str], int] = defaultdict(int)

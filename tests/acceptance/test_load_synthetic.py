@@ -132,6 +132,7 @@ def test_load_synthetic_reaches_written_and_matches_the_manifest(
     engine.dispose()
     sources = {}
     for id_, content in patients:
+        assert content is not None
         resource = content if isinstance(content, dict) else orjson.loads(content)
         if "golden" not in {t.get("code") for t in resource.get("meta", {}).get("tag", [])}:
             sources[id_] = resource["meta"]["source"]

@@ -7,7 +7,7 @@ The population is generated person by person (no feeds), which takes a few secon
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import date
 
 import pytest
@@ -84,7 +84,7 @@ def test_sex_share_by_age_band_within_two_points(census_population: list[Person]
 def test_share_by_imd_quintile_within_one_point(census_population: list[Person]) -> None:
     areas = reference.lsoas()
     population = sum(a.population_mid2019 for a in areas)
-    expected = Counter()
+    expected: dict[int, float] = defaultdict(float)
     for a in areas:
         expected[a.imd2019_quintile] += a.population_mid2019 / population
     got = Counter(p.imd_quintile for p in census_population)
@@ -126,5 +126,8 @@ def test_conditions_rise_with_age_and_deprivation(census_population: list[Person
     assert frail["severe"] + frail["moderate"] > 0.25 * len(old)
     deprived = [p for p in census_population if p.imd_quintile == 1 and p.age_on(CENSUS.end) >= 16]
     affluent = [p for p in census_population if p.imd_quintile == 5 and p.age_on(CENSUS.end) >= 16]
-    smoke = lambda ps: sum(p.smoking.code == "77176002" for p in ps) / len(ps)  # noqa: E731
+
+    def smoke(people: list[Person]) -> float:
+        return sum(p.smoking.code == "77176002" for p in people) / len(people)
+
     assert smoke(deprived) > 1.5 * smoke(affluent)

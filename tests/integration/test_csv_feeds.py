@@ -236,11 +236,13 @@ def test_a_council_feed_names_the_council_in_meta_source(ready: Engine, tmp_path
         named = connection.execute(
             text("SELECT name, kind FROM organisation WHERE ods_code = :c"), {"c": org}
         ).one()
+        contents = connection.scalars(
+            select(Resource.content).where(Resource.deleted.is_(False))
+        ).all()
         sources = {
-            (content if isinstance(content, dict) else orjson.loads(content))["meta"]["source"]
-            for (content,) in connection.execute(
-                select(Resource.content).where(Resource.deleted.is_(False))
-            )
+            (c if isinstance(c, dict) else orjson.loads(c))["meta"]["source"]
+            for c in contents
+            if c is not None
         }
     assert feed == "E06000059"
     assert tuple(named) == ("Dorset Council", "council")

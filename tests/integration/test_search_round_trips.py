@@ -102,7 +102,7 @@ def selects(engine: Engine) -> Iterator[list[str]]:
 
 
 def _search(repo: Repository, resource_type: str, query: str) -> Any:
-    params = [tuple(part.split("=", 1)) for part in query.split("&")]
+    params = [(name, value) for name, value in (p.split("=", 1) for p in query.split("&"))]
     return repo.search(resource_type, params)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select, text
 
 from sharedcare.db.engine import write_connection
 from sharedcare.db.tables import AuditRecord, IdxToken, ResourceHistory
-from sharedcare.fhir.search_index import StringValue, TokenValue
+from sharedcare.fhir.search_index import IndexValue, StringValue, TokenValue
 from sharedcare.record.audit import AuditEntry, write_audit
 from sharedcare.record.context import RequestContext
 from sharedcare.record.errors import ConcurrentUpdate
@@ -26,7 +26,9 @@ from sharedcare.record.sqlstore_pg import RES_COLUMN
 
 def _write(id_: str, version: int, code: str | None, *, deleted: bool = False) -> PendingWrite:
     content = None if deleted else orjson.dumps({"resourceType": "Observation", "id": id_})
-    index = [] if code is None else [TokenValue("code", "http://loinc.org", code, None)]
+    index: list[IndexValue] = (
+        [] if code is None else [TokenValue("code", "http://loinc.org", code, None)]
+    )
     return PendingWrite("Observation", id_, version, 1_000 + version, deleted, content, index)
 
 

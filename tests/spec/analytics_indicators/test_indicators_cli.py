@@ -57,7 +57,9 @@ def test_run_writes_parquet_and_reads_exported_views(source: Path, tmp_path: Pat
     first = tmp_path / "rtt.parquet"
     args = ["analytics", "run", "rtt-waiting-list", "--out", str(first), *CENSUS]
     assert runner.invoke(app, [*args, "--source", str(source)]).exit_code == 0
-    rows = duckdb.sql(f"SELECT * FROM '{first}'").fetchall()
+    relation = duckdb.sql(f"SELECT * FROM '{first}'")
+    assert relation is not None
+    rows = relation.fetchall()
     assert rows == [("RBD", "130", "Ophthalmology", 20, 10, 10, 50.0)]
     # A folder of exported view tables (VIEW.parquet, as `analytics export` writes them).
     export = tmp_path / "export"

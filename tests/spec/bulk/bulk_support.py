@@ -37,7 +37,8 @@ def kick_off(client: TestClient, url: str, **headers: str) -> str:
     response = client.get(url, headers={**ASYNC, **headers})
     assert response.status_code == 202, response.text
     assert response.json()["resourceType"] == "OperationOutcome"
-    return response.headers["content-location"]
+    location: str = response.headers["content-location"]
+    return location
 
 
 def wait(
@@ -51,7 +52,8 @@ def wait(
     while True:
         response = client.get(status_url, headers=headers)
         if response.status_code != 202:
-            return response
+            done: httpx.Response = response
+            return done
         assert response.headers["x-progress"]
         assert int(response.headers["retry-after"]) > 0
         assert time.monotonic() < deadline, "the export did not finish"

@@ -63,7 +63,8 @@ def entry(
 
 def post_bundle(fhir: TestClient, kind: str, *entries: dict[str, Any]) -> Response:
     body = {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
-    return fhir.post("/fhir", json=body)
+    response: Response = fhir.post("/fhir", json=body)
+    return response
 
 
 def ok_bundle(fhir: TestClient, kind: str, *entries: dict[str, Any]) -> list[dict[str, Any]]:
@@ -814,7 +815,8 @@ def test_batch_conditional_create_and_read(fhir: TestClient) -> None:
             id="if-match-not-text",
         ),
         pytest.param(
-            {"entry": [entry("POST", "Patient", patient("1"), 7)]}, id="full-url-not-text"
+            {"entry": [{**entry("POST", "Patient", patient("1")), "fullUrl": 7}]},
+            id="full-url-not-text",
         ),
     ],
 )

@@ -22,7 +22,8 @@ PATIENT: dict[str, Any] = {
 def create(fhir: TestClient, resource: dict[str, Any] | None = None) -> dict[str, Any]:
     response = fhir.post("/fhir/Patient", json=resource or PATIENT)
     assert response.status_code == 201, response.text
-    return response.json()
+    created: dict[str, Any] = response.json()
+    return created
 
 
 def test_create_assigns_id_version_and_meta(fhir: TestClient) -> None:

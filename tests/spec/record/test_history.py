@@ -39,13 +39,14 @@ def observation(id: str, value: int) -> dict[str, Any]:
 def put(fhir: TestClient, resource: dict[str, Any]) -> dict[str, Any]:
     response = fhir.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource)
     assert response.status_code in {200, 201}, response.text
-    return response.json()
+    stored: dict[str, Any] = response.json()
+    return stored
 
 
 def history(fhir: TestClient, path: str, **params: Any) -> dict[str, Any]:
     response = fhir.get(path, params=params) if params else fhir.get(path)
     assert response.status_code == 200, response.text
-    bundle = response.json()
+    bundle: dict[str, Any] = response.json()
     assert bundle["resourceType"] == "Bundle"
     assert bundle["type"] == "history"
     return bundle
