@@ -29,7 +29,8 @@ from tests.support.postgres import Cluster
 
 _INDEX_TABLES = tuple(table.name for table in INDEX_TABLES.values())
 _numbers = itertools.count()
-_GOLDEN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Golden ids are server-assigned (sharedcare.record.resources.new_id): 26 base-32 digits.
+_GOLDEN_ID = re.compile(r"\b[0-7][0-9a-hjkmnp-tv-z]{25}\b")
 
 
 @pytest.fixture

@@ -24,17 +24,25 @@ __all__ = [
 ]
 
 
-def new_id() -> str:
-    """A new server-assigned id: a time-ordered UUID (version 7 layout).
+#: Crockford's base-32 digits in ASCII order (no i, l, o, u), so ids sort as they were made.
+_ID_DIGITS = "0123456789abcdefghjkmnpqrstvwxyz"
+_ID_PAIRS = [a + b for a in _ID_DIGITS for b in _ID_DIGITS]  # ten bits at a time
 
-    Time order keeps new rows at the right-hand end of the primary-key index.
+
+def new_id() -> str:
+    """A new server-assigned id: 26 characters, time-ordered, in the ULID layout.
+
+    48 bits of milliseconds since 1970 then 80 random bits (``os.urandom``), written as 26
+    lower-case Crockford base-32 digits (https://github.com/ulid/spec). A valid FHIR id
+    (https://hl7.org/fhir/R4/datatypes.html#id). Time order keeps new rows at the right-hand
+    end of the key index; ten characters fewer than a UUID's text in the id column, its
+    index, the JSON, and every reference to the resource
+    (``docs/decisions/0011-record-footprint.md``, addendum of 2026-11-22, session 10).
     """
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
-    value |= rand & (2**62 - 1)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    value = (time.time_ns() // 1_000_000 & (2**48 - 1)) << 80
+    value |= int.from_bytes(os.urandom(10), "big")
+    pairs = _ID_PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 @dataclass(slots=True)
