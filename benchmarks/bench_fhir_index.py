@@ -3,7 +3,10 @@
 Run: ``.venv/bin/python benchmarks/bench_fhir_index.py``. Prints microseconds per resource
 for typical Observation/Patient/Encounter resources, for the UK Core examples and for the
 FHIR resources mapped from the HL7 v2 ingest benchmark's traffic (as the ingest writer sees
-them, with ``meta``), and the share of the 150 us/resource budget they use.
+them, with ``meta``), and the share of the 150 us/resource budget they use. Then the whole
+of ``Repository.prepare`` (access gate, validation, meta, JSON, index values) per resource,
+for the ingest traffic and for the record benchmark's transaction bundles'
+resources (``benchmarks/fhir_bundles.py``; their ``urn:uuid`` references left as they are).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def main() -> None:
             "  (mean, one pass)"
         )
     _traffic_line()
+    _prepare_lines()
 
 
 def _ingest_traffic(messages: int = 2000) -> list[dict[str, Any]]:
@@ -108,6 +112,47 @@ def _traffic_line() -> None:
         f"{'HL7 v2 x' + str(len(resources)):<14}{v:>13.1f}{x:>11.1f}{v + x:>11.1f}"
         "  (mean, best of 5; the ingest traffic's resources)"
     )
+
+
+def _prepare_us(resources: list[dict[str, Any]]) -> float:
+    """Best-of-five mean CPU microseconds of ``Repository.prepare`` per resource, as the
+    ingest writer calls it (one repository per batch of 100, one ``now`` per batch)."""
+    import copy
+
+    from sharedcare.db.engine import create_engine
+    from sharedcare.record.context import RequestContext
+    from sharedcare.record.repository import Repository
+    from sharedcare.record.sqlstore import SqlStore
+
+    store = SqlStore(create_engine("sqlite://"))
+    context = RequestContext(
+        user="feed:bench", organisation="RBD", role="feed", purpose="TREAT", source="ingest"
+    )
+    best = float("inf")
+    for _ in range(5):
+        copies = copy.deepcopy(resources)
+        start = time.process_time()
+        repo = Repository(store, context)
+        now = 1_709_288_100_000_000
+        for i, r in enumerate(copies):
+            if i % 100 == 0:
+                repo, now = Repository(store, context), now + 5_000
+            repo.prepare(r, id=r.get("id") or f"x{i}", version_id=1, now=now, existed=False)
+        best = min(best, time.process_time() - start)
+    return best / len(resources) * 1e6
+
+
+def _prepare_lines() -> None:
+    import random
+
+    from benchmarks.fhir_bundles import patient_bundle
+
+    traffic = [{k: v for k, v in r.items() if k != "meta"} for r in _ingest_traffic()]
+    rng = random.Random(1)
+    bundled = [e["resource"] for _ in range(40) for e in patient_bundle(rng)["entry"]]
+    for name, resources in (("HL7 v2", traffic), ("bundles", bundled)):
+        us = _prepare_us(resources)
+        print(f"prepare {name + ' x' + str(len(resources)):<16}{us:>9.1f} us/resource (best of 5)")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ class Repository(ReadInteractions):
     reads :class:`~sharedcare.record.reads.ReadInteractions`'; the writes are here.
     """
 
+    #: The last ``now`` given to :meth:`prepare` and its ``meta.lastUpdated`` text.
+    _instant: tuple[int, str] = (-1, "")
+
     # -- writes -------------------------------------------------------------------------
 
     def prepare(
@@ -84,7 +87,10 @@ class Repository(ReadInteractions):
         resource["id"] = id
         meta = dict(resource.get("meta") or {})
         meta["versionId"] = str(version_id)
-        meta["lastUpdated"] = to_instant(now)
+        instant = self._instant
+        if instant[0] != now:  # a batch's writes share one time
+            instant = self._instant = (now, to_instant(now))
+        meta["lastUpdated"] = instant[1]
         if "source" not in meta:
             meta["source"] = self.source_uri()
         resource["meta"] = meta

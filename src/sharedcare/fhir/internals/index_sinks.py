@@ -4,9 +4,12 @@
 ``ptype`` (:mod:`sharedcare.fhir.index_values`) does for the one item ``(value, leaf)``: the
 branch for the position's FHIR type is chosen once, when the parameter is compiled; any
 other value goes to the normaliser itself, so the values are the same
-(``tests/unit/fhir/test_fhir_index_plans.py`` compares them). The generated extractors of
-:func:`~sharedcare.fhir.internals.pathcompile.compile_emitter` call these directly, without
-building ``(value, Leaf)`` items.
+(``tests/unit/fhir/test_fhir_index_plans.py`` compares them). The handlers build the value
+tuples with ``tuple.__new__`` (what a ``NamedTuple``'s generated ``__new__`` does, without
+its extra Python frame) and remember the ranges of date/time texts (``memo_date_range``).
+The generated extractors of :func:`~sharedcare.fhir.internals.pathcompile.compile_emitter`
+(and the fused functions of ``search_index``) call these directly, without building
+``(value, Leaf)`` items.
 """
 
 from __future__ import annotations
@@ -21,23 +24,27 @@ from sharedcare.fhir.index_values import (
     _QUANTITY_TYPES,
     DateValue,
     Normaliser,
+    QuantityValue,
     ReferenceValue,
     StringValue,
     TokenValue,
     UriValue,
-    _coding,
     _dates,
-    _period,
-    _quantity,
+    _decimal,
     _references,
     _s,
-    _text,
     _tokens,
     normalize_string,
 )
 from sharedcare.fhir.internals.pathcompile import Leaf, Sink
-from sharedcare.fhir.internals.primitives import date_range
+from sharedcare.fhir.internals.primitives import DATE_MAX, DATE_MIN, memo_date_range
 from sharedcare.fhir.references import CONTAINED, parse_reference
+
+_new = tuple.__new__
+
+
+def _norm(text: str) -> str:
+    return text.lower() if text.isascii() else normalize_string(text)
 
 
 def _generic_sink(normalise: Normaliser, p: str, leaf: Leaf) -> Sink:
@@ -64,11 +71,11 @@ def _token_sink(p: str, leaf: Leaf) -> Sink | None:
                         code = code if type(code) is str else None
                         if code is not None or system is not None:
                             d = c.get("display")
-                            text = normalize_string(d) if type(d) is str else None
-                            out.append(TokenValue(p, system, code, text))
+                            text = _norm(d) if type(d) is str else None
+                            out.append(_new(TokenValue, (p, system, code, text)))
             text = value.get("text")
             if type(text) is str:
-                out.append(TokenValue(p, None, None, normalize_string(text)))
+                out.append(_new(TokenValue, (p, None, None, _norm(text))))
             return None
 
         return concept
@@ -82,18 +89,25 @@ def _token_sink(p: str, leaf: Leaf) -> Sink | None:
             code = code if type(code) is str else None
             if code is not None or system is not None:
                 typ = value.get("type")
-                text = _text(typ.get("text")) if type(typ) is dict else None
-                out.append(TokenValue(p, system, code, text))
+                text = typ.get("text") if type(typ) is dict else None
+                text = _norm(text) if type(text) is str else None
+                out.append(_new(TokenValue, (p, system, code, text)))
             return None
 
         return identifier
     if tc == "Coding":
 
         def coding(value: Any, out: list[Any]) -> None:
-            if type(value) is dict:
-                _coding(p, value, out)
-            else:
-                generic(value, out)
+            if type(value) is not dict:
+                return generic(value, out)
+            system, code = value.get("system"), value.get("code")
+            system = system if type(system) is str else None
+            code = code if type(code) is str else None
+            if code is not None or system is not None:
+                d = value.get("display")
+                text = _norm(d) if type(d) is str else None
+                out.append(_new(TokenValue, (p, system, code, text)))
+            return None
 
         return coding
     if tc == "ContactPoint":
@@ -103,7 +117,7 @@ def _token_sink(p: str, leaf: Leaf) -> Sink | None:
                 return generic(value, out)
             v = value.get("value")
             if type(v) is str:
-                out.append(TokenValue(p, None, v, None))
+                out.append(_new(TokenValue, (p, None, v, None)))
             return None
 
         return contact
@@ -112,7 +126,7 @@ def _token_sink(p: str, leaf: Leaf) -> Sink | None:
 
         def plain(value: Any, out: list[Any]) -> None:
             if type(value) is str:
-                out.append(TokenValue(p, system, value, None))
+                out.append(_new(TokenValue, (p, system, value, None)))
             else:
                 generic(value, out)
 
@@ -134,10 +148,11 @@ def _reference_sink(p: str, leaf: Leaf) -> Sink | None:
             parsed = parse_reference(ref)
             if parsed is not None and parsed.kind != CONTAINED:
                 rtype = parsed.resource_type or _s(value.get("type"))
-                out.append(ReferenceValue(p, rtype, parsed.id, parsed.version, parsed.url))
+                out.append(_new(ReferenceValue, (p, rtype, parsed.id, parsed.version, parsed.url)))
         ident = value.get("identifier")
         if type(ident) is dict and type(ident.get("value")) is str:
-            out.append(TokenValue(ident_param, _s(ident.get("system")), ident["value"], None))
+            system = _s(ident.get("system"))
+            out.append(_new(TokenValue, (ident_param, system, ident["value"], None)))
         return None
 
     return reference
@@ -148,10 +163,15 @@ def _date_sink(p: str, leaf: Leaf) -> Sink | None:
     if leaf.type_code == "Period":
 
         def period(value: Any, out: list[Any]) -> None:
-            if type(value) is dict:
-                _period(p, value, out)
-            else:
-                generic(value, out)
+            if type(value) is not dict:
+                return generic(value, out)
+            start, end = value.get("start"), value.get("end")
+            lo = memo_date_range(start) if type(start) is str else None
+            hi = memo_date_range(end) if type(end) is str else None
+            if lo is not None or hi is not None:
+                low = lo[0] if lo else DATE_MIN
+                out.append(_new(DateValue, (p, low, hi[1] if hi else DATE_MAX)))
+            return None
 
         return period
     if leaf.type_code not in ("date", "dateTime", "instant"):
@@ -160,9 +180,9 @@ def _date_sink(p: str, leaf: Leaf) -> Sink | None:
     def date(value: Any, out: list[Any]) -> None:
         if type(value) is not str:
             return generic(value, out)
-        r = date_range(value)
+        r = memo_date_range(value)
         if r is not None:
-            out.append(DateValue(p, r[0], r[1]))
+            out.append(_new(DateValue, (p, r[0], r[1])))
         return None
 
     return date
@@ -176,13 +196,15 @@ def _string_sink(p: str, leaf: Leaf) -> Sink | None:
 
     def string(value: Any, out: list[Any]) -> None:
         if type(value) is str:
-            out.append(StringValue(p, normalize_string(value), value))
+            out.append(_new(StringValue, (p, _norm(value), value)))
         elif type(value) is dict:
             for part in parts:
                 v = value.get(part)
+                if v is None:
+                    continue
                 for s in v if type(v) is list else (v,):
                     if type(s) is str:
-                        out.append(StringValue(p, normalize_string(s), s))
+                        out.append(_new(StringValue, (p, _norm(s), s)))
 
     return string
 
@@ -193,7 +215,13 @@ def _quantity_sink(p: str, leaf: Leaf) -> Sink | None:
 
     def quantity(value: Any, out: list[Any]) -> None:
         if type(value) is dict:
-            _quantity(p, value, out)
+            d = _decimal(value.get("value"))
+            if d is not None:
+                system, code, unit = value.get("system"), value.get("code"), value.get("unit")
+                system = system if type(system) is str else None
+                code = code if type(code) is str else None
+                unit = unit if type(unit) is str else None
+                out.append(_new(QuantityValue, (p, d, system, code, unit)))
 
     return quantity
 
@@ -201,7 +229,7 @@ def _quantity_sink(p: str, leaf: Leaf) -> Sink | None:
 def _uri_sink(p: str, leaf: Leaf) -> Sink:
     def uri(value: Any, out: list[Any]) -> None:
         if type(value) is str:
-            out.append(UriValue(p, value))
+            out.append(_new(UriValue, (p, value)))
 
     return uri
 

@@ -271,22 +271,22 @@ Sink = Callable[[Any, list[Any]], None]
 Emitter = Callable[[Any, list[Any]], None]
 
 
-def compile_emitter(
-    expr: str,
-    root: ObjectNode,
-    root_names: frozenset[str],
-    sink_for: Callable[[Leaf], Sink],
-) -> Emitter | None:
-    """Compile one union branch into a function that hands each value to a sink.
+def compile_emitter(ops: list[tuple[str, Any]], sink_for: Callable[[Leaf], Sink]) -> Emitter:
+    """Compile the plan of one union branch (:func:`emitter_ops`) into a function that
+    hands each value to a sink.
 
     Like :func:`compile_branch`, but instead of building ``(value, Leaf)`` items the
     generated loops call ``sink_for(leaf)(value, out)`` for each value, in the same order,
     so a caller can choose a handler per position at compile time (the FHIR type is known).
+    """
+    emitter: Emitter = _generate(ops, sink_for)
+    return emitter
 
-    Returns:
-        The emitter, or ``None`` when the branch is outside what the generated loops do
-        (``[n]`` indexing, existence tests, the context itself): use
-        :func:`compile_branch` then.
+
+def emitter_ops(expr: str, root: ObjectNode, root_names: frozenset[str]) -> list[Any] | None:
+    """The plan of a branch that :func:`compile_emitter` turns into loops, for
+    :func:`loop_lines`; ``None`` when it does not (``[n]`` indexing, existence tests, the
+    context itself).
 
     Raises:
         NotCompilable: If the branch is outside the compiled subset.
@@ -294,59 +294,104 @@ def compile_emitter(
     if _EXISTS_NOT_FALSE.fullmatch(expr.strip()) is not None:
         return None
     ops, _alts = _resolve(expr, root, root_names)
-    if not ops:
+    if not ops or any(op == "index" for op, _arg in ops):
         return None
-    emitter: Emitter | None = _generate(ops, sink_for)
-    return emitter
+    return ops
+
+
+def loop_lines(
+    ops: list[tuple[str, Any]],
+    env: dict[str, Any],
+    sink_for: Callable[[Leaf], Sink] | None,
+    pad: str,
+    present: frozenset[str] | None = None,
+    first: tuple[str, str] | None = None,
+) -> list[str]:
+    """Source lines of nested loops over a plan without ``[n]`` indexing, on ``x0``.
+
+    The lines are built only from element names of the packaged R4 model and ``repr()`` of
+    expression literals, so they are safe to ``exec``; the objects they use (leaves, sinks,
+    ``reference_type``) are added to ``env``, their globals, under fresh names. Without
+    ``sink_for`` the lines append ``(value, Leaf)`` items to ``out``; with it they call
+    ``sink_for(leaf)(value, out)`` for each value.
+
+    Args:
+        ops: The plan (:func:`emitter_ops`).
+        env: The globals of the function the lines go into (shared by several plans).
+        sink_for: The sink of each position, or ``None`` for items.
+        pad: Indentation of the outermost line.
+        present: When given, ``x0`` is known to be a dict with exactly these keys: the
+            first step reads only those present, without testing.
+        first: ``(key, variable)``: the first step (a look-up of one of its keys) is
+            already done, its one value (not ``None``) is in the variable ``x2``; the
+            lines continue from there, for the alternative ``key``.
+    """
+    env.setdefault("reference_type", reference_type)
+    env.setdefault("UNKNOWN", UNKNOWN)
+    lines: list[str] = []
+    known = present or frozenset()
+
+    def fresh(prefix: str, value: Any) -> str:
+        name = f"{prefix}{len(env)}"
+        env[name] = value
+        return name
+
+    def emit(i: int, cur: str, leaf: str, depth: int, pad: str) -> None:
+        if i == len(ops):
+            if sink_for is None:
+                lines.append(f"{pad}out.append(({cur}, {leaf}))")
+            else:
+                lines.append(f"{pad}{fresh('S', sink_for(env[leaf]))}({cur}, out)")
+            return
+        op, arg = ops[i]
+        if op == "hop":
+            top = present is not None and i == 0
+            if not top:
+                lines.append(f"{pad}if type({cur}) is dict:")
+            inner = pad if top else pad + "    "
+            for key, alt_leaf, _node in arg:
+                if top and key not in known:
+                    continue
+                name = fresh("L", alt_leaf)
+                v, x = f"v{depth}", f"x{depth + 1}"
+                get = f"{cur}[{key!r}]" if top else f"{cur}.get({key!r})"
+                lines.append(f"{inner}{v} = {get}")
+                lines.append(f"{inner}if {v} is not None:")
+                lines.append(f"{inner}    for {x} in ({v} if type({v}) is list else ({v},)):")
+                lines.append(f"{inner}        if {x} is not None:")
+                emit(i + 1, x, name, depth + 1, inner + "            ")
+        elif op == "resolve":
+            lines.append(f"{pad}if type({cur}) is dict and reference_type({cur}) == {arg!r}:")
+            emit(i + 1, cur, leaf, depth, pad + "    ")
+        else:
+            field, literal = arg
+            lines.append(f"{pad}if type({cur}) is dict and {cur}.get({field!r}) == {literal!r}:")
+            emit(i + 1, cur, leaf, depth, pad + "    ")
+
+    if first is None:
+        emit(0, "x0", "UNKNOWN", 1, pad)
+        return lines
+    key, var = first
+    leaf = next(alt[1] for alt in ops[0][1] if alt[0] == key)
+    emit(1, var, fresh("L", leaf), 2, pad)
+    return lines
 
 
 def _generate(ops: list[tuple[str, Any]], sink_for: Callable[[Leaf], Sink] | None = None) -> Any:
     """Generate a nested-loop Python function for a plan without ``[n]`` indexing.
 
-    The source is built only from element names of the packaged R4 model and ``repr()`` of
-    expression literals, so it is safe to ``exec``. Returns ``None`` when the plan needs
-    collection-wide operations (indexing). Without ``sink_for`` the function returns
-    ``(value, Leaf)`` items; with it, ``emit(x0, out)`` calls the sink of each position.
+    Returns ``None`` when the plan needs collection-wide operations (indexing). Without
+    ``sink_for`` the function returns ``(value, Leaf)`` items; with it, ``emit(x0, out)``
+    calls the sink of each position (see :func:`loop_lines`).
     """
     if any(op == "index" for op, _arg in ops):
         return None
-    env: dict[str, Any] = {"reference_type": reference_type}
-    lines = ["def extract(x0):", "    out = []"] if sink_for is None else ["def extract(x0, out):"]
-
-    def emit(i: int, cur: str, leaf: str, depth: int) -> None:
-        pad = "    " * depth
-        if i == len(ops):
-            if sink_for is None:
-                lines.append(f"{pad}out.append(({cur}, {leaf}))")
-            else:
-                name = f"S{len(env)}"
-                env[name] = sink_for(env[leaf])
-                lines.append(f"{pad}{name}({cur}, out)")
-            return
-        op, arg = ops[i]
-        if op == "hop":
-            lines.append(f"{pad}if type({cur}) is dict:")
-            for key, alt_leaf, _node in arg:
-                name = f"L{len(env)}"
-                env[name] = alt_leaf
-                v, x = f"v{depth}", f"x{depth + 1}"
-                lines.append(f"{pad}    {v} = {cur}.get({key!r})")
-                lines.append(f"{pad}    if {v} is not None:")
-                lines.append(f"{pad}        for {x} in ({v} if type({v}) is list else ({v},)):")
-                lines.append(f"{pad}            if {x} is not None:")
-                emit(i + 1, x, name, depth + 4)
-        elif op == "resolve":
-            lines.append(f"{pad}if type({cur}) is dict and reference_type({cur}) == {arg!r}:")
-            emit(i + 1, cur, leaf, depth + 1)
-        else:
-            field, literal = arg
-            lines.append(f"{pad}if type({cur}) is dict and {cur}.get({field!r}) == {literal!r}:")
-            emit(i + 1, cur, leaf, depth + 1)
-
-    env["UNKNOWN"] = UNKNOWN
-    emit(0, "x0", "UNKNOWN", 1)
+    env: dict[str, Any] = {}
+    body = loop_lines(ops, env, sink_for, "    ")
     if sink_for is None:
-        lines.append("    return out")
+        lines = ["def extract(x0):", "    out = []", *body, "    return out"]
+    else:
+        lines = ["def extract(x0, out):", *body] if body else ["def extract(x0, out):", "    pass"]
     exec("\n".join(lines), env)  # noqa: S102 - source generated from the packaged model only
     return env["extract"]
 

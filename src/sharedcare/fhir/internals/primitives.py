@@ -236,9 +236,28 @@ def _plain_day(text: str) -> bool:
     return _day_start(text) is not None
 
 
+# Memos of two pure functions of date/time text: the resources of one message or batch
+# share timestamps (``meta.lastUpdated`` of a batch, a report's and its results' times).
+# Bounded: cleared when full.
+_MEMO_LIMIT = 4096
+_PLAIN_TIMES: dict[str, bool] = {}
+_RANGES: dict[str, tuple[int, int] | None] = {}
+_UNSEEN = (0, 0)  # compared by identity: no text's range
+
+
 def _plain_date_time(text: str, n: int) -> bool:
     """True only for a valid FHIR dateTime/instant with a time (its pattern: hours 00-23,
     minutes 00-59, seconds 00-60, zones from -14:00 to +14:00; and a real date)."""
+    found = _PLAIN_TIMES.get(text)
+    if found is None:
+        found = _plain_date_time_uncached(text, n)
+        if len(_PLAIN_TIMES) >= _MEMO_LIMIT:
+            _PLAIN_TIMES.clear()
+        _PLAIN_TIMES[text] = found
+    return found
+
+
+def _plain_date_time_uncached(text: str, n: int) -> bool:
     if (
         _day_start(text[:10]) is None
         or text[10] != "T"
@@ -381,6 +400,18 @@ def _time_range(text: str, n: int) -> tuple[int, int] | None:
     step = _FRACTION_STEP[end - 20]
     low = day + hour_minute + second + int(text[20:end]) * step + zone
     return low, low + step
+
+
+def memo_date_range(text: str) -> tuple[int, int] | None:
+    """:func:`date_range`, remembered for the last few thousand texts."""
+    found = _RANGES.get(text, _UNSEEN)
+    if found is not _UNSEEN:
+        return found
+    found = date_range(text)
+    if len(_RANGES) >= _MEMO_LIMIT:
+        _RANGES.clear()
+    _RANGES[text] = found
+    return found
 
 
 def date_range(text: str) -> tuple[int, int] | None:
