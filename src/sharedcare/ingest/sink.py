@@ -217,7 +217,7 @@ class DatabaseSink:
                 issue.reason,
             )
         done: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        await self._incoming.put(_Pending(item, mapped, issue, done))
+        self._incoming.put_nowait(_Pending(item, mapped, issue, done))  # unbounded: never full
         stored = await done
         if stored.duplicate:
             self.counters.duplicates += 1

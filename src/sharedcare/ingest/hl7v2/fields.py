@@ -105,12 +105,14 @@ class Composite:
         esc: The escape character ("" if escape sequences are not decoded).
         separators: Escape-sequence codes to delimiters (:attr:`Delimiters.escapes`).
         subcomponent: The sub-component separator ("" to keep each component whole).
+        plain: The repetition holds no escape character, no sub-component separator and
+            only ASCII, so each component reads as itself, stripped (the caller checks).
 
     Sub-components are split only when a component that holds the separator is read:
     most components are plain text, and most repetitions are read for a component or two.
     """
 
-    __slots__ = ("_comps", "_esc", "_separators", "_sub")
+    __slots__ = ("_comps", "_esc", "_plain", "_separators", "_sub")
 
     def __init__(
         self,
@@ -118,11 +120,13 @@ class Composite:
         esc: str = "",
         separators: dict[str, str] | None = None,
         subcomponent: str = "&",
+        plain: bool = False,
     ) -> None:
         self._comps = comps
         self._esc = esc
         self._separators = separators or {}
         self._sub = subcomponent
+        self._plain = plain
 
     def c(self, comp: int = 1, sub: int = 1) -> str:
         """Return component ``comp`` (sub-component ``sub``), unescaped and stripped."""
@@ -130,6 +134,8 @@ class Composite:
         if comp < 1 or comp > len(comps):
             return ""
         text = comps[comp - 1]
+        if self._plain:
+            return text.strip() if sub == 1 else ""
         if not text:
             return text
         ss = self._sub
@@ -148,6 +154,18 @@ class Composite:
             # FHIR strings allow only space, CR, LF and tab as whitespace (e.g. no U+00A0).
             text = _OTHER_WHITESPACE.sub(" ", text)
         return text.strip()
+
+    def values(self, at_least: int = 0) -> list[str]:
+        """Every component as :meth:`c` reads it (sub-component 1), padded with empty
+        strings to ``at_least`` items: one call instead of one per component."""
+        comps = self._comps
+        if self._plain:
+            out = [text.strip() for text in comps]
+        else:
+            out = [self.c(i) for i in range(1, len(comps) + 1)]
+        if len(out) < at_least:
+            out.extend([""] * (at_least - len(out)))
+        return out
 
     def subs(self, comp: int) -> list[str]:
         """Return all sub-components of component ``comp`` (unescaped)."""
@@ -172,6 +190,9 @@ class Composite:
 
 _EMPTY = Composite([])
 """The value of an empty field (read-only, so one is shared)."""
+
+_NO_REPS: list[Composite] = []
+"""The repetitions of an absent or empty field (read-only, so one list is shared)."""
 
 
 class SegmentView:
@@ -230,34 +251,40 @@ class SegmentView:
         # Most fields are read once: the field is split and its repetitions built here in
         # one pass. A repetition is empty when, without its component and sub-component
         # separators, it is empty or all whitespace (every sub-component is), which is
-        # checked on the string before any list is built for it.
-        out: list[Composite] = []
-        self._reps[n] = out
+        # checked on the string before any list is built for it. An absent or empty field
+        # (most fields of a segment) gets the shared empty list without being remembered.
         d = self._delims
         if self._header:  # MSH-1 is the field separator itself, so MSH-n is parts[n - 1]
             if n < 3:
+                out: list[Composite] = []
+                self._reps[n] = out
                 raw = self._raw(n)
                 if raw and not raw.isspace():  # MSH-1, MSH-2: never split
                     out.append(Composite([raw], d.escape, self._escapes, ""))
                 return out
             index = n - 1
         elif n < 1:
-            return out
+            return _NO_REPS
         else:
             index = n
         parts = self._parts
         if index >= len(parts):
-            return out
+            return _NO_REPS
         raw = parts[index]
         if not raw:
-            return out
+            return _NO_REPS
+        out = []
+        self._reps[n] = out
         esc, escapes = d.escape, self._escapes
         cs, ss = d.component, d.subcomponent
+        # Escape character, sub-component separator or non-ASCII text anywhere in the field:
+        # components are read the long way (see Composite.c); otherwise as they stand.
+        plain = esc not in raw and ss not in raw and raw.isascii()
         for rep in raw.split(d.repetition) if d.repetition in raw else (raw,):
             bare = rep.replace(cs, "").replace(ss, "") if cs in rep or ss in rep else rep
             if not bare or bare.isspace():
                 continue
-            out.append(Composite(rep.split(cs) if cs in rep else [rep], esc, escapes, ss))
+            out.append(Composite(rep.split(cs) if cs in rep else [rep], esc, escapes, ss, plain))
         return out
 
     def rep(self, n: int) -> Composite:

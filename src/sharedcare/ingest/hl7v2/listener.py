@@ -142,13 +142,14 @@ async def _one(
         and header.charset.upper() not in ("8859/1", "8859/15")
     ):
         decision = replace(decision, issues=(*decision.issues, _CHARSET_GUESSED))
-    logger.info(
-        "message from %s control id %s: %s%s",
-        header.feed,
-        header.control_id,
-        decision.code.value,
-        " (resend)" if decision.duplicate else "",
-    )
+    if logger.isEnabledFor(logging.INFO):  # the arguments are not built for nothing
+        logger.info(
+            "message from %s control id %s: %s%s",
+            header.feed,
+            header.control_id,
+            decision.code.value,
+            " (resend)" if decision.duplicate else "",
+        )
     return MessageResult(header, decision, build_ack(header, decision, identity))
 
 

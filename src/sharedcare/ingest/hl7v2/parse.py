@@ -14,7 +14,7 @@ contains field values, only positions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import hl7
 
@@ -412,6 +412,8 @@ class ParsedMessage:
     @property
     def z_segments(self) -> list[str]:
         """Ids of site-defined Z-segments, which are kept in the raw message only."""
+        if "\rZ" not in self.text:  # the first segment is MSH, so a Z-segment follows a CR
+            return []
         return sorted({s.id for s in self.segments if s.id.startswith("Z")})
 
 
@@ -422,6 +424,84 @@ def _hd(view: SegmentView, n: int) -> tuple[tuple[str, ...], str]:
     if not any(comps):
         return (), ""
     return comps, comps[0] or (comps[1] if len(comps) > 1 else "")
+
+
+_MSH_DELIMITERS: dict[str, tuple[Delimiters, dict[str, str]]] = {}
+
+
+def _delimiters_of(text: str) -> tuple[Delimiters, dict[str, str]]:
+    """The delimiters of a message whose MSH passed :func:`_check_msh_start`, with their
+    escape table. They are MSH-1 and the four characters of MSH-2 (``text[3:8]``), which
+    every message of a feed repeats, so each set is built once."""
+    key = text[3:8]
+    held = _MSH_DELIMITERS.get(key)
+    if held is None:
+        if len(_MSH_DELIMITERS) > 256:  # bounded: delimiters come from senders
+            _MSH_DELIMITERS.clear()
+        delimiters = Delimiters.from_msh(text)
+        held = _MSH_DELIMITERS[key] = (delimiters, escapes_of(delimiters))
+    return held
+
+
+_STATIC_MSH_FIELDS = (3, 4, 5, 6, 9, 11, 12, 15, 16, 18)
+"""MSH fields that every message of a feed repeats: everything the header takes from MSH
+but the timestamp (MSH-7) and the control id (MSH-10)."""
+
+
+class _StaticMsh(NamedTuple):
+    """What :class:`MessageHeader` takes from :data:`_STATIC_MSH_FIELDS`."""
+
+    sending_application_hd: tuple[str, ...]
+    sending_application: str
+    sending_facility_hd: tuple[str, ...]
+    sending_facility: str
+    receiving_application_hd: tuple[str, ...]
+    receiving_application: str
+    receiving_facility_hd: tuple[str, ...]
+    receiving_facility: str
+    message_code: str
+    trigger_event: str
+    structure: str
+    processing_id: str
+    version: str
+    charset: str
+    accept_ack_type: str
+    application_ack_type: str
+
+
+_STATIC_MSH: dict[tuple[str, ...], _StaticMsh] = {}
+
+
+def _static_msh(msh: SegmentView, delimiter_key: str) -> _StaticMsh:
+    """The header values read from :data:`_STATIC_MSH_FIELDS`, remembered per feed.
+
+    They depend on nothing but those fields' text and the delimiters (``delimiter_key``,
+    MSH-1 and MSH-2), so a feed's are read once; a field the segment does not have reads as
+    empty, which is what it is keyed as.
+    """
+    parts = msh._parts  # MSH-n is parts[n - 1]
+    count = len(parts)
+    key = (delimiter_key, *[parts[n - 1] if n <= count else "" for n in _STATIC_MSH_FIELDS])
+    held = _STATIC_MSH.get(key)
+    if held is None:
+        if len(_STATIC_MSH) > 1024:  # bounded: the values come from senders
+            _STATIC_MSH.clear()
+        held = _StaticMsh(
+            *_hd(msh, 3),
+            *_hd(msh, 4),
+            *_hd(msh, 5),
+            *_hd(msh, 6),
+            msh.v(9, 1).upper(),
+            msh.v(9, 2).upper(),
+            msh.v(9, 3).upper(),
+            msh.v(11),
+            msh.v(12),
+            msh.v(18),
+            msh.v(15),
+            msh.v(16),
+        )
+        _STATIC_MSH[key] = held
+    return held
 
 
 def _check_msh_start(text: str) -> None:
@@ -471,8 +551,7 @@ def parse_message(text: str) -> ParsedMessage:
             or processing id is unsupported. The error carries the table 0357 code.
     """
     _check_msh_start(text)
-    delimiters = Delimiters.from_msh(text)
-    escapes = escapes_of(delimiters)
+    delimiters, escapes = _delimiters_of(text)
     segments = [segment for segment in text.split("\r") if segment]
     views = [
         SegmentView(segment, i, delimiters, escapes) for i, segment in enumerate(segments, start=1)
@@ -494,29 +573,26 @@ def parse_message(text: str) -> ParsedMessage:
                 view.index,
             )
     msh = views[0]
-    send_app_hd, send_app = _hd(msh, 3)
-    send_fac_hd, send_fac = _hd(msh, 4)
-    recv_app_hd, recv_app = _hd(msh, 5)
-    recv_fac_hd, recv_fac = _hd(msh, 6)
+    static = _static_msh(msh, text[3:8])
     header = MessageHeader(
-        sending_application=send_app,
-        sending_facility=send_fac,
-        receiving_application=recv_app,
-        receiving_facility=recv_fac,
-        message_code=msh.v(9, 1).upper(),
-        trigger_event=msh.v(9, 2).upper(),
-        structure=msh.v(9, 3).upper(),
+        sending_application=static.sending_application,
+        sending_facility=static.sending_facility,
+        receiving_application=static.receiving_application,
+        receiving_facility=static.receiving_facility,
+        message_code=static.message_code,
+        trigger_event=static.trigger_event,
+        structure=static.structure,
         control_id=msh.v(10),
-        processing_id=msh.v(11),
-        version=msh.v(12),
+        processing_id=static.processing_id,
+        version=static.version,
         timestamp=msh.v(7),
-        charset=msh.v(18),
-        accept_ack_type=msh.v(15),
-        application_ack_type=msh.v(16),
-        sending_application_hd=send_app_hd,
-        sending_facility_hd=send_fac_hd,
-        receiving_application_hd=recv_app_hd,
-        receiving_facility_hd=recv_fac_hd,
+        charset=static.charset,
+        accept_ack_type=static.accept_ack_type,
+        application_ack_type=static.application_ack_type,
+        sending_application_hd=static.sending_application_hd,
+        sending_facility_hd=static.sending_facility_hd,
+        receiving_application_hd=static.receiving_application_hd,
+        receiving_facility_hd=static.receiving_facility_hd,
     )
     parsed = ParsedMessage(header, text, delimiters, views)
     try:

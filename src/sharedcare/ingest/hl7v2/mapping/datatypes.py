@@ -31,6 +31,8 @@ DEFAULT_ZONE = ZoneInfo("Europe/London")
 """Time zone assumed for HL7 timestamps without an offset (the ICS is in England)."""
 
 _DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,4})?([+-]\d{4})?$")
+_HL7_TABLE = re.compile(r"HL7\d{4}")
+_URI_SYSTEM = re.compile(r"^(https?://|urn:(oid|uuid):)\S+$")
 
 _SYSTEMS = {
     "LN": "http://loinc.org",
@@ -65,6 +67,14 @@ _NAME_USE = {
     "P": "official",
     "R": "official",
 }
+
+_ADDRESS_PARTS = (
+    ("city", 3),
+    ("state", 4),
+    ("postalCode", 5),
+    ("country", 6),
+    ("district", 9),
+)
 
 _ADDRESS_USE = {"H": "home", "P": "home", "B": "work", "O": "work", "C": "temp", "BA": "old"}
 
@@ -170,11 +180,11 @@ def code_system(name: str, ctx: MappingContext) -> str:
     upper = name.strip().upper()
     if upper in _SYSTEMS:
         return _SYSTEMS[upper]
-    if re.fullmatch(r"HL7\d{4}", upper):
+    if _HL7_TABLE.fullmatch(upper):
         return f"http://terminology.hl7.org/CodeSystem/v2-{upper[3:]}"
     if upper.startswith("99") or not upper:
         return ctx.local_system("codesystem", name.strip() or "local")
-    if re.match(r"^(https?://|urn:(oid|uuid):)\S+$", name.strip()):
+    if _URI_SYSTEM.match(name.strip()):
         return name.strip()
     return ctx.local_system("codesystem", name.strip())
 
@@ -191,12 +201,13 @@ def codeable(rep: Composite, ctx: MappingContext, table: str = "") -> dict[str, 
     """
     if rep.is_empty():
         return None
+    values = rep.values(9)  # values[i - 1] is component i
     codings = []
-    for first in (1, 4):
-        code, display, system = rep.c(first), rep.c(first + 1), rep.c(first + 2)
+    for first in (0, 3):
+        code, display, system = values[first], values[first + 1], values[first + 2]
         if not code:
             continue
-        if not system and first == 1:
+        if not system and first == 0:
             system = table
         coding: dict[str, Any] = {"system": code_system(system, ctx), "code": code}
         if display:
@@ -205,31 +216,32 @@ def codeable(rep: Composite, ctx: MappingContext, table: str = "") -> dict[str, 
     concept: dict[str, Any] = {}
     if codings:
         concept["coding"] = codings
-    text = rep.c(9) or rep.c(2) or rep.c(5)
+    text = values[8] or values[1] or values[4]
     if text:
         concept["text"] = text
-    elif not codings and rep.c(1):
-        concept["text"] = rep.c(1)
+    elif not codings and values[0]:
+        concept["text"] = values[0]
     return concept or None
 
 
 def human_name(rep: Composite) -> dict[str, Any] | None:
     """XPN (family^given^second given^suffix^prefix^degree^type) to HumanName."""
-    family = rep.c(1, 1)
-    given = [g for g in (rep.c(2), *rep.c(3).split(" ")) if g]
+    values = rep.values(7)  # values[i - 1] is component i (its first sub-component)
+    family = values[0]
+    given = [g for g in (values[1], *values[2].split(" ")) if g]
     name: dict[str, Any] = {}
     if family:
         name["family"] = family
     if given:
         name["given"] = given
-    if rep.c(5):
-        name["prefix"] = [rep.c(5)]
-    suffixes = [s for s in (rep.c(4), rep.c(6)) if s]
+    if values[4]:
+        name["prefix"] = [values[4]]
+    suffixes = [s for s in (values[3], values[5]) if s]
     if suffixes:
         name["suffix"] = suffixes
     if not name:
         return None
-    use = _NAME_USE.get(rep.c(7).upper())
+    use = _NAME_USE.get(values[6].upper())
     if use:
         name["use"] = use
     return name
@@ -237,22 +249,17 @@ def human_name(rep: Composite) -> dict[str, Any] | None:
 
 def address(rep: Composite) -> dict[str, Any] | None:
     """XAD (street^other^city^state^postcode^country^type^...^county) to Address."""
-    lines = [line for line in (rep.c(1, 1), rep.c(2)) if line]
+    values = rep.values(9)  # values[i - 1] is component i (its first sub-component)
+    lines = [line for line in (values[0], values[1]) if line]
     result: dict[str, Any] = {}
     if lines:
         result["line"] = lines
-    for key, comp in (
-        ("city", 3),
-        ("state", 4),
-        ("postalCode", 5),
-        ("country", 6),
-        ("district", 9),
-    ):
-        if rep.c(comp):
-            result[key] = rep.c(comp)
+    for key, comp in _ADDRESS_PARTS:
+        if values[comp - 1]:
+            result[key] = values[comp - 1]
     if not result:
         return None
-    kind = rep.c(7).upper()
+    kind = values[6].upper()
     if kind in _ADDRESS_USE:
         result["use"] = _ADDRESS_USE[kind]
     elif kind == "M":

@@ -82,6 +82,7 @@ _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)"
 _RANGE = re.compile(rf"^({_NUMBER})\s*(?:-|_|to)\s*({_NUMBER})$")
 _BOUND = re.compile(rf"^(<=|>=|<|>)\s*({_NUMBER})$")
 _NUM = re.compile(rf"^{_NUMBER}$")
+_INTEGER = re.compile(r"[-+]?\d+")
 _TEXT_TYPES = frozenset(
     {
         "ST",
@@ -121,33 +122,41 @@ def _number(text: str) -> float | int | None:
     if not _NUM.match(text):
         return None
     value = float(text)
-    return int(value) if re.fullmatch(r"[-+]?\d+", text) else value
+    return int(value) if _INTEGER.fullmatch(text) else value
 
 
-def _quantity(value: float | int, units: Composite | None, ctx: MappingContext) -> dict[str, Any]:
-    qty: dict[str, Any] = {"value": value}
-    if units is not None and not units.is_empty():
-        code, text, system = units.c(1), units.c(2), units.c(3).upper()
-        qty["unit"] = text or code
-        if code:
-            qty["code"] = code
-            qty["system"] = (
-                "http://unitsofmeasure.org"
-                if system in ("UCUM", "", "ANS+")
-                else ctx.local_system("units", system)
-            )
-    return qty
+def _unit_fields(units: Composite, ctx: MappingContext) -> dict[str, str]:
+    """The unit, code and system of a Quantity in units ``units`` (OBX-6, a CWE), read
+    once per OBX for its value and reference range alike."""
+    if units.is_empty():
+        return {}
+    values = units.values(3)  # values[i - 1] is component i (its first sub-component)
+    code, text, system = values[0], values[1], values[2].upper()
+    fields = {"unit": text or code}
+    if code:
+        fields["code"] = code
+        fields["system"] = (
+            "http://unitsofmeasure.org"
+            if system in ("UCUM", "", "ANS+")
+            else ctx.local_system("units", system)
+        )
+    return fields
 
 
-def _reference_range(text: str, units: Composite | None, ctx: MappingContext) -> dict[str, Any]:
+def _quantity(value: float | int, units: dict[str, str]) -> dict[str, Any]:
+    """A Quantity of ``value`` in ``units`` (from :func:`_unit_fields`)."""
+    return {"value": value, **units}
+
+
+def _reference_range(text: str, units: dict[str, str]) -> dict[str, Any]:
     compact = text.strip()
     match = _RANGE.match(compact)
     if match:
         low, high = _number(match.group(1)), _number(match.group(2))
         if low is not None and high is not None:
             return {
-                "low": _quantity(low, units, ctx),
-                "high": _quantity(high, units, ctx),
+                "low": _quantity(low, units),
+                "high": _quantity(high, units),
                 "text": compact,
             }
     bound = _BOUND.match(compact)
@@ -155,7 +164,7 @@ def _reference_range(text: str, units: Composite | None, ctx: MappingContext) ->
         num = _number(bound.group(2))
         if num is not None:
             key = "high" if bound.group(1).startswith("<") else "low"
-            return {key: _quantity(num, units, ctx), "text": compact}
+            return {key: _quantity(num, units), "text": compact}
     return {"text": compact}
 
 
@@ -177,16 +186,14 @@ def _interpretation(reps: list[Composite]) -> list[dict[str, Any]]:
     return out
 
 
-def _structured_numeric(
-    rep: Composite, units: Composite | None, ctx: MappingContext
-) -> dict[str, Any] | None:
+def _structured_numeric(rep: Composite, units: dict[str, str]) -> dict[str, Any] | None:
     comparator, num1, sep, num2 = rep.c(1), rep.c(2), rep.c(3), rep.c(4)
     first = _number(num1)
     second = _number(num2) if num2 else None
     if first is None:
         return None
     if not sep and not num2:
-        qty = _quantity(first, units, ctx)
+        qty = _quantity(first, units)
         if comparator in ("<", ">", "<=", ">="):
             qty["comparator"] = comparator
         elif comparator not in ("", "="):
@@ -199,34 +206,33 @@ def _structured_numeric(
     if sep == "-":
         return {
             "valueRange": {
-                "low": _quantity(first, units, ctx),
-                "high": _quantity(second, units, ctx),
+                "low": _quantity(first, units),
+                "high": _quantity(second, units),
             }
         }
     return None
 
 
-def _value(ctx: MappingContext, obx: SegmentView) -> dict[str, Any]:
+def _value(ctx: MappingContext, obx: SegmentView, units: dict[str, str]) -> dict[str, Any]:
     value_type = obx.v(2).upper()
     reps = obx.reps(5)
     if not reps:
         return {}
-    units = obx.rep(6)
     first = reps[0]
     if value_type == "NM":
         text = first.c(1)
         num = _number(text)
         if num is not None:
-            return {"valueQuantity": _quantity(num, units, ctx)}
+            return {"valueQuantity": _quantity(num, units)}
         bound = _BOUND.match(text.strip())
         if bound and _number(bound.group(2)) is not None:
-            qty = _quantity(_number(bound.group(2)) or 0, units, ctx)
+            qty = _quantity(_number(bound.group(2)) or 0, units)
             qty["comparator"] = bound.group(1)
             return {"valueQuantity": qty}
         ctx.warn(obx, 5, "value type NM but the value is not a number; it was kept as text")
         return {"valueString": text}
     if value_type == "SN":
-        mapped = _structured_numeric(first, units, ctx)
+        mapped = _structured_numeric(first, units)
         if mapped:
             return mapped
         ctx.warn(obx, 5, "structured numeric (SN) value could not be read; kept as text")
@@ -326,15 +332,17 @@ def map_observation(
         "code": code,
         "subject": subject,
     }
-    observation.update(_value(ctx, obx))
+    units = _unit_fields(obx.rep(6), ctx)
+    observation.update(_value(ctx, obx, units))
     ranges = obx.v(7)
     if ranges:
-        observation["referenceRange"] = [_reference_range(ranges, obx.rep(6), ctx)]
+        observation["referenceRange"] = [_reference_range(ranges, units)]
     interpretation = _interpretation(obx.reps(8))
     if interpretation:
         observation["interpretation"] = interpretation
-    when = fhir_datetime(obx.v(14)) if obx.v(14) else None
-    if obx.v(14) and when is None:
+    observed = obx.v(14)
+    when = fhir_datetime(observed) if observed else None
+    if observed and when is None:
         ctx.warn(
             obx, 14, "the value is not a valid HL7 timestamp; the report time was used instead"
         )

@@ -45,12 +45,13 @@ _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 
 def _ei(ctx: MappingContext, rep: Composite, type_code: str) -> dict[str, Any] | None:
-    value = rep.c(1)
+    values = rep.values(4)  # values[i - 1] is component i (its first sub-component)
+    value = values[0]
     if not value:
         return None
     return {
         "type": {"coding": [{"system": _V2_0203, "code": type_code}]},
-        "system": ctx.identifier_system(rep.c(2), rep.c(3), rep.c(4), kind="order"),
+        "system": ctx.identifier_system(values[1], values[2], values[3], kind="order"),
         "value": value,
     }
 

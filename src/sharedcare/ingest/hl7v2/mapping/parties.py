@@ -14,8 +14,6 @@ from sharedcare.ingest.hl7v2.mapping.context import MappingContext
 
 __all__ = ["location", "organization", "practitioner"]
 
-_PL_LABELS = (1, 2, 3)  # point of care, room, bed
-
 
 def practitioner(ctx: MappingContext, rep: Composite) -> dict[str, Any] | None:
     """XCN (id^family^given^second^suffix^prefix^degree^^authority) to a Practitioner.
@@ -23,8 +21,9 @@ def practitioner(ctx: MappingContext, rep: Composite) -> dict[str, Any] | None:
     Returns:
         A Reference to the Practitioner, or ``None`` when the XCN is empty.
     """
-    ident_value = rep.c(1)
-    family, given = rep.c(2, 1), [g for g in (rep.c(3), rep.c(4)) if g]
+    values = rep.values(13)  # values[i - 1] is component i (its first sub-component)
+    ident_value = values[0]
+    family, given = values[1], [g for g in (values[2], values[3]) if g]
     if not ident_value and not family and not given:
         return None
     resource: dict[str, Any] = {"resourceType": "Practitioner"}
@@ -33,15 +32,15 @@ def practitioner(ctx: MappingContext, rep: Composite) -> dict[str, Any] | None:
         name["family"] = family
     if given:
         name["given"] = given
-    if rep.c(6):
-        name["prefix"] = [rep.c(6)]
-    if rep.c(5):
-        name["suffix"] = [rep.c(5)]
+    if values[5]:
+        name["prefix"] = [values[5]]
+    if values[4]:
+        name["suffix"] = [values[4]]
     if name:
         resource["name"] = [name]
     if ident_value:
-        system = ctx.identifier_system(rep.c(9, 1), rep.c(9, 2), rep.c(9, 3), kind="practitioner")
-        if rep.c(13).upper() == "NPI" and rep.c(9, 1).upper() == "NPI":
+        system = ctx.identifier_system(values[8], rep.c(9, 2), rep.c(9, 3), kind="practitioner")
+        if values[12].upper() == "NPI" and values[8].upper() == "NPI":
             system = "http://hl7.org/fhir/sid/us-npi"
         resource["identifier"] = [{"system": system, "value": ident_value}]
         resource["id"] = ctx.resource_id("Practitioner", system, ident_value)
@@ -61,9 +60,10 @@ def location(ctx: MappingContext, rep: Composite) -> dict[str, Any] | None:
     Returns:
         A Reference to the Location, or ``None`` when the PL is empty.
     """
-    labels = [rep.c(i) for i in _PL_LABELS]
-    facility = rep.c(4, 1) or rep.c(4, 2)
-    building, floor, description = rep.c(7), rep.c(8), rep.c(9)
+    values = rep.values(9)  # values[i - 1] is component i (its first sub-component)
+    labels = values[:3]  # point of care, room, bed
+    facility = values[3] or rep.c(4, 2)
+    building, floor, description = values[6], values[7], values[8]
     key = [facility, *labels, building, floor]
     if not any(key) and not description:
         return None

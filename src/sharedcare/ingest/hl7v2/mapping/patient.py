@@ -45,11 +45,12 @@ _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 def _identifier(
     ctx: MappingContext, rep: Composite, seg: SegmentView, field_no: int
 ) -> dict[str, Any] | None:
-    value = rep.c(1)
+    values = rep.values(5)  # values[i - 1] is component i (its first sub-component)
+    value = values[0]
     if not value:
         return None
-    namespace, universal, utype = rep.c(4, 1), rep.c(4, 2), rep.c(4, 3)
-    type_code = rep.c(5)
+    namespace, universal, utype = values[3], rep.c(4, 2), rep.c(4, 3)
+    type_code = values[4]
     labelled_nhs = (
         namespace.upper() in NHS_AUTHORITIES
         or universal in NHS_AUTHORITIES
