@@ -5,7 +5,7 @@ See :mod:`sharedcare.identity.service` for how a transaction uses them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ import orjson
 from sharedcare.identity import store as rows
 from sharedcare.identity.matcher import LinkDecision
 from sharedcare.identity.model import Score
+from sharedcare.identity.person import PersonDataError, PersonRecord
 from sharedcare.record.audit import AuditEntry
 from sharedcare.record.context import RequestContext
 
@@ -35,6 +36,29 @@ class SourcePatient:
     id: str
     version: int
     content: dict[str, Any]
+    #: Its demographics as matching reads them (:func:`person_of`), if read ahead.
+    record: PersonRecord | None = field(default=None, compare=False)
+
+
+def person_of(patient_id: str, content: dict[str, Any]) -> PersonRecord:
+    """The demographics matching reads from a source Patient (``meta.source`` its system).
+
+    Raises:
+        PersonDataError: If a value cannot be read.
+    """
+    meta = content.get("meta")
+    system = meta.get("source") if isinstance(meta, dict) else None
+    return PersonRecord.from_fhir(content, source=str(system or "unknown"), local_id=patient_id)
+
+
+def read_ahead(patient: SourcePatient) -> SourcePatient:
+    """``patient`` with its demographics read (the ingest writer does it while it plans a
+    batch ahead, off its write transaction). One that cannot be read is returned as it is:
+    matching reads it again and notes why in the trail."""
+    try:
+        return replace(patient, record=person_of(patient.id, patient.content))
+    except PersonDataError:
+        return patient
 
 
 def evidence(score: Score | None) -> bytes | None:

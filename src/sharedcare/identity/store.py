@@ -27,6 +27,7 @@ from sharedcare.db.tables import (
     IdentityTrail,
     Resource,
 )
+from sharedcare.record import sqlstore_pg
 
 __all__ = [
     "GOLDEN",
@@ -432,6 +433,19 @@ PG_INSERT_REVIEW = (
     f"VALUES ({', '.join(['%s'] * len(_REVIEW_COLUMNS))})"
 )
 PG_LAST_TRAIL = "SELECT coalesce(max(id), 0) FROM identity_trail"
+# A batch's trail in one statement of fixed text, its columns as JSON arrays (``detail`` in
+# hex: bytes, whatever the database's encoding), returning the newest id. Rows get their
+# ids in the arrays' order, as with one ``VALUES`` row each. An executemany through
+# SQLAlchemy sent one ``VALUES`` list of seven parameters a row, which psycopg converted in
+# Python on every batch (too long for its cache of converted statements).
+_PG_INSERT_TRAIL_ARRAYS = (
+    f"WITH t AS (INSERT INTO identity_trail ({', '.join(_TRAIL_COLUMNS)}, detail) "
+    "SELECT %(recorded)s::bigint, %(actor)s, u.a, u.s, u.g, u.o, decode(u.d, 'hex') "
+    "FROM ROWS FROM (json_array_elements_text(%(actions)s::json), "
+    "json_array_elements_text(%(sources)s::json), json_array_elements_text(%(goldens)s::json), "
+    "json_array_elements_text(%(others)s::json), json_array_elements_text(%(details)s::json)) "
+    "AS u(a, s, g, o, d) RETURNING id) SELECT max(id) FROM t"
+)
 
 
 def trail_rows(actor: str, entries: Sequence[TrailEntry], recorded: int) -> list[dict[str, Any]]:
@@ -475,5 +489,20 @@ def insert_trail(
     """
     if not entries:
         return None
+    if connection.dialect.name == "postgresql":
+        details = [None if e.detail is None else orjson.dumps(e.detail).hex() for e in entries]
+        params = {
+            "recorded": recorded,
+            "actor": actor[:200],
+            "actions": sqlstore_pg.text_array([e.action for e in entries]),
+            "sources": sqlstore_pg.text_array([e.source_id for e in entries]),
+            "goldens": sqlstore_pg.text_array([e.golden_id for e in entries]),
+            "others": sqlstore_pg.text_array([e.other_golden_id for e in entries]),
+            "details": sqlstore_pg.text_array(details),
+        }
+        with driver_errors(), driver_connection(connection).cursor() as cursor:
+            cursor.execute(_PG_INSERT_TRAIL_ARRAYS, params)
+            row = cursor.fetchone()
+        return int(row[0])
     result = connection.execute(_INSERT_TRAIL, trail_rows(actor, entries, recorded))
     return max(int(r) for r in result.scalars())

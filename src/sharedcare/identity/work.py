@@ -15,7 +15,13 @@ import orjson
 from sqlalchemy import Connection
 
 from sharedcare.identity import store as rows
-from sharedcare.identity.changes import PendingChanges, SourcePatient, detail, evidence
+from sharedcare.identity.changes import (
+    PendingChanges,
+    SourcePatient,
+    detail,
+    evidence,
+    person_of,
+)
 from sharedcare.identity.matcher import DecisionKind, LinkDecision, MatchError
 from sharedcare.identity.merges import WorkMerges
 from sharedcare.identity.model import Band
@@ -68,17 +74,15 @@ class Work(WorkMerges):
         for patient in patients:
             if svc.is_golden(patient.id):
                 continue
-            meta = patient.content.get("meta")
-            system = meta.get("source") if isinstance(meta, dict) else None
-            try:
-                record = PersonRecord.from_fhir(
-                    patient.content, source=str(system or "unknown"), local_id=patient.id
-                )
-            except PersonDataError as error:
-                self._pending.trail.append(
-                    rows.TrailEntry("unmatched", patient.id, detail={"reason": str(error)})
-                )
-                continue
+            record = patient.record
+            if record is None:
+                try:
+                    record = person_of(patient.id, patient.content)
+                except PersonDataError as error:
+                    self._pending.trail.append(
+                        rows.TrailEntry("unmatched", patient.id, detail={"reason": str(error)})
+                    )
+                    continue
             if not self._refresh(record, patient.version):
                 decisions.append(self._place(record, patient.version))
         return decisions

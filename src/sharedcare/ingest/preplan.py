@@ -34,6 +34,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from sharedcare.identity.changes import read_ahead
 from sharedcare.ingest.writer import Preplanned, ToWrite, build_plan
 from sharedcare.record.instants import now_us
 from sharedcare.record.sqlstore import SqlStore
@@ -103,6 +104,14 @@ class Preplanner:
                     current[key] = (stored.version_id, None if stored.deleted else stored.json())
             assumed = {key: current[key][0] if key in current else 0 for key in keys}
             plan, written = build_plan(self._store, list(items), current, now_us())
+            # Work that depends only on the content, done here rather than on the serial
+            # write transaction: each write's index rows (its key goes in there) and each
+            # Patient's demographics for matching.
+            for writes in plan.rounds:
+                for write in writes:
+                    if not write.deleted:
+                        write.rows = self._store.index_templates(write)
+            plan.patients = [read_ahead(patient) for patient in plan.patients]
         except Exception as error:  # the writing thread plans it in its transaction
             logger.warning("could not plan a batch ahead (%s)", type(error).__name__)
             return Ticket(seq, generation, None)

@@ -121,6 +121,9 @@ class PendingWrite:
     content: bytes | None
     index: list[IndexValue] = field(default_factory=list)
     existed: bool = False
+    #: The index rows built ahead, ``res`` 0, per table (:meth:`SqlStore.index_templates`),
+    #: or ``None``.
+    rows: dict[Any, dict[tuple[Any, ...], None]] | None = None
 
 
 class SqlStore:
@@ -562,6 +565,12 @@ class SqlStore:
             key=lambda pair: pair[0],
         )
         for res, w in ordered:
+            if w.rows is not None:  # built ahead: only the key goes in
+                for table, ahead in w.rows.items():
+                    at, into = sqlstore_pg.RES_COLUMN[table], rows[table]
+                    for row in ahead:
+                        into[(*row[:at], res, *row[at + 1 :])] = None
+                continue
             for value in w.index:
                 key = (w.resource_type, value[0])
                 param = stored.get(key, -1)
@@ -574,6 +583,29 @@ class SqlStore:
                 if build is not None:
                     rows[INDEX_TABLES[kind]][build(value, param, res)] = None
         return rows
+
+    def index_templates(self, write: PendingWrite) -> dict[Any, dict[tuple[Any, ...], None]]:
+        """``write``'s index rows before its resource key is known: per table, the rows
+        with ``res`` 0, in :meth:`_index_rows`' order (the store puts the key in).
+
+        The ingest writer builds them while it plans a batch ahead, off its serial write
+        transaction (``docs/decisions/0034-ingest-writer-rows-and-parameters.md``).
+        """
+        self.ensure_params()  # before any parameter is found storing no rows
+        templates: dict[Any, dict[tuple[Any, ...], None]] = defaultdict(dict)
+        stored = self._stored_params
+        for value in write.index:
+            key = (write.resource_type, value[0])
+            param = stored.get(key, -1)
+            if param == -1:
+                param = stored[key] = self._stored_param(*key)
+            if param is None:
+                continue
+            kind = type(value)
+            build = ROW_BUILDERS.get(kind)
+            if build is not None:
+                templates[INDEX_TABLES[kind]][build(value, param, 0)] = None
+        return dict(templates)
 
     def _stored_param(self, resource_type: str, code: str) -> int | None:
         """The id a parameter's index rows are stored under, or ``None`` if it stores none

@@ -344,7 +344,9 @@ def write_batch(
     :func:`index_changes`, the new versions) and one ``INSERT … SELECT`` of arrays per
     index table (:data:`INSERT_INDEX_ARRAYS`), ended by the pipeline's one wait. ``COPY``
     (two round trips a table, and no pipeline) is not used: decision 0025's session-9
-    addendum. Adds the creates' keys to ``pks``. Errors are psycopg's, raised at the
+    addendum. Creates whose rows were built ahead (``PendingWrite.rows``: the ingest
+    writer's plans) only get their keys put in (:func:`_columns_ahead`). Adds the creates'
+    keys to ``pks``. Errors are psycopg's, raised at the
     first wait after the statement that failed (the caller wraps them in
     ``driver_errors``).
 
@@ -368,18 +370,57 @@ def write_batch(
         if stored is not None:  # the new rows are built while PostgreSQL reads
             fresh, stale = index_changes(stored, index_rows(updates, pks))
             _send_update(raw, updates, pks, stale)
+        ahead: dict[Table, list[Any]] = {}
         if created is not None:
             with created:
                 for pk, resource_type, resource_id in created.fetchall():
                     pks[(resource_type, resource_id)] = pk
-            for table, new in index_rows(creates, pks).items():
-                fresh.setdefault(table, {}).update(new)
+            if all(w.rows is not None for w in creates if not w.deleted):
+                ahead = _columns_ahead(creates, pks)
+            else:
+                for table, new in index_rows(creates, pks).items():
+                    fresh.setdefault(table, {}).update(new)
         with raw.cursor() as cursor:
-            for table, values in fresh.items():
-                if values:
-                    _insert_arrays(
-                        cursor, INSERT_INDEX_ARRAYS[table], list(zip(*values, strict=True))
-                    )
+            for table in INDEX_TABLES.values():
+                values = fresh.get(table)
+                columns: list[Any] | None = list(zip(*values, strict=True)) if values else None
+                more = ahead.get(table)
+                if columns and more:  # the updates' rows first: their keys are lower
+                    columns = [[*old, *new] for old, new in zip(columns, more, strict=True)]
+                elif more:
+                    columns = more
+                if columns:
+                    _insert_arrays(cursor, INSERT_INDEX_ARRAYS[table], columns)
+
+
+def _columns_ahead(
+    creates: Sequence[PendingWrite], pks: dict[tuple[str, str], int]
+) -> dict[Table, list[Any]]:
+    """The creates' index rows as each table's columns, from the rows built ahead without
+    their key (``PendingWrite.rows``, ``res`` 0): the keys just returned are the ``res``
+    column.
+
+    The rows are those :meth:`~sharedcare.record.sqlstore.SqlStore._index_rows` builds, in
+    its order (ascending key), without building a row at a time here: the serial write
+    transaction only joins lists.
+    """
+    held: dict[Table, tuple[list[tuple[Any, ...]], list[int]]] = {}
+    for res, w in sorted(
+        ((pks[(w.resource_type, w.id)], w) for w in creates if not w.deleted),
+        key=lambda pair: pair[0],
+    ):
+        for table, ahead in (w.rows or {}).items():
+            found = held.get(table)
+            if found is None:
+                found = held[table] = ([], [])
+            found[0].extend(ahead)
+            found[1].extend([res] * len(ahead))
+    columns: dict[Table, list[Any]] = {}
+    for table, (built, keys) in held.items():
+        if built:
+            columns[table] = list(zip(*built, strict=True))
+            columns[table][RES_COLUMN[table]] = keys
+    return columns
 
 
 def _send_update(
