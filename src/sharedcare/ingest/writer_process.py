@@ -60,7 +60,9 @@ logger = logging.getLogger(__name__)
 _EOF = "eof"
 _MAX_RESTARTS = 10
 _READY = "ready"
-_GC_THRESHOLDS = (50_000, 20, 100)
+# Young collections every 200,000 net allocations: a planned batch keeps ~100,000 young
+# objects alive, which every young collection scans (decision 0014, session-10 addendum).
+_GC_THRESHOLDS = (200_000, 20, 100)
 _Handed = tuple[int, tuple[int, str, str | None], tuple[Any, ...], bytes, list[PatientMerge]]
 # The header crosses the pipe as a tuple of its fields: pickling the slotted dataclass
 # runs Python code per message in the listener (dataclasses' ``__getstate__``).
