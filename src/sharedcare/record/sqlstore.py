@@ -559,7 +559,6 @@ class SqlStore:
         full instead of splitting them in half (``docs/decisions/0011-record-footprint.md``).
         """
         rows: dict[Table, dict[tuple[Any, ...], None]] = defaultdict(dict)
-        stored = self._stored_params
         ordered = sorted(
             ((pks[(w.resource_type, w.id)], w) for w in writes if not w.deleted),
             key=lambda pair: pair[0],
@@ -571,28 +570,13 @@ class SqlStore:
                     for row in ahead:
                         into[(*row[:at], res, *row[at + 1 :])] = None
                 continue
-            for value in w.index:
-                key = (w.resource_type, value[0])
-                param = stored.get(key, -1)
-                if param == -1:
-                    param = stored[key] = self._stored_param(*key)
-                if param is None:
-                    continue
-                kind = type(value)
-                build = ROW_BUILDERS.get(kind)
-                if build is not None:
-                    rows[INDEX_TABLES[kind]][build(value, param, res)] = None
+            self._add_rows(w, res, rows)
         return rows
 
-    def index_templates(self, write: PendingWrite) -> dict[Any, dict[tuple[Any, ...], None]]:
-        """``write``'s index rows before its resource key is known: per table, the rows
-        with ``res`` 0, in :meth:`_index_rows`' order (the store puts the key in).
-
-        The ingest writer builds them while it plans a batch ahead, off its serial write
-        transaction (``docs/decisions/0034-ingest-writer-rows-and-parameters.md``).
-        """
-        self.ensure_params()  # before any parameter is found storing no rows
-        templates: dict[Any, dict[tuple[Any, ...], None]] = defaultdict(dict)
+    def _add_rows(
+        self, write: PendingWrite, res: int, rows: dict[Table, dict[tuple[Any, ...], None]]
+    ) -> None:
+        """Add ``write``'s index rows, with resource key ``res``, to ``rows`` (per table)."""
         stored = self._stored_params
         for value in write.index:
             key = (write.resource_type, value[0])
@@ -604,7 +588,18 @@ class SqlStore:
             kind = type(value)
             build = ROW_BUILDERS.get(kind)
             if build is not None:
-                templates[INDEX_TABLES[kind]][build(value, param, 0)] = None
+                rows[INDEX_TABLES[kind]][build(value, param, res)] = None
+
+    def index_templates(self, write: PendingWrite) -> dict[Table, dict[tuple[Any, ...], None]]:
+        """``write``'s index rows before its resource key is known: per table, the rows
+        with ``res`` 0, in :meth:`_index_rows`' order (the store puts the key in).
+
+        The ingest writer builds them while it plans a batch ahead, off its serial write
+        transaction (``docs/decisions/0034-ingest-writer-rows-and-parameters.md``).
+        """
+        self.ensure_params()  # before any parameter is found storing no rows
+        templates: dict[Table, dict[tuple[Any, ...], None]] = defaultdict(dict)
+        self._add_rows(write, 0, templates)
         return dict(templates)
 
     def _stored_param(self, resource_type: str, code: str) -> int | None:
