@@ -128,7 +128,8 @@ def _header_of(text: str) -> MessageHeader | None:
     try:
         return parse_message(text).header
     except Hl7ParseError as error:
-        return error.header
+        header: MessageHeader | None = error.header
+        return header
 
 
 def test_the_header_is_what_reading_msh_afresh_gives() -> None:
@@ -179,9 +180,16 @@ class _MappingSink:
     def __init__(self) -> None:
         self.seen: list[Any] = []
 
+    async def accept(self, raw: bytes, header: MessageHeader) -> AckDecision:
+        return self._map(raw)
+
     async def accept_parsed(self, raw: bytes, parsed: ParsedMessage) -> AckDecision:
+        """What the listener calls, as it does the database sink's."""
+        return self._map(parsed)
+
+    def _map(self, source: bytes | ParsedMessage) -> AckDecision:
         try:
-            mapped = map_message(parsed)
+            mapped = map_message(source)
         except (MappingError, Hl7ParseError) as error:
             self.seen.append({"error": dataclasses.asdict(error.issue)})
             return AckDecision.error(error.issue)
