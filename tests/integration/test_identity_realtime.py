@@ -301,6 +301,7 @@ def test_writes_waiting_their_turn_are_matched_in_one_transaction(database: str)
             writer.join(timeout=60)
         with engine.connect() as connection:
             after = connection.scalar(select(IdentityState.version))
+        assert before is not None
         assert after == before + 1  # one identity transaction for both
         found = links(engine)
         assert set(found) == {"q1", "q2"} and found["q1"][0] == found["q2"][0]

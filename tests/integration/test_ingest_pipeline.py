@@ -367,7 +367,7 @@ def test_two_writers_given_the_same_messages_write_them_once(engine: Engine) -> 
     assert {o.stage for o in second} == {Stage.WRITTEN.value}
     assert {r.stage for r in rows(engine)} == {Stage.WRITTEN.value}
     with engine.connect() as connection:
-        versions = dict(
+        versions: dict[str, int] = dict(
             connection.execute(
                 text("SELECT resource_type, max(version_id) FROM resource GROUP BY resource_type")
             ).all()

@@ -54,7 +54,8 @@ def _versions(engine: Engine) -> dict[tuple[str, str], int]:
 
 
 def _patient_id(item: ToWrite) -> str:
-    return next(r["id"] for r in item.mapped.resources if r["resourceType"] == "Patient")
+    found: str = next(r["id"] for r in item.mapped.resources if r["resourceType"] == "Patient")
+    return found
 
 
 def _stages(engine: Engine) -> dict[int, str]:

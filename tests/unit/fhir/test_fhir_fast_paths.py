@@ -225,7 +225,9 @@ def test_two_types_of_one_choice_in_a_small_shape_get_the_issues_of_the_full_wal
     from sharedcare.fhir.definitions import node_for_type
     from sharedcare.fhir.internals.fastcheck import _INLINE_MAX_KEYS
 
-    assert len(node_for_type("Annotation").props) <= _INLINE_MAX_KEYS  # checked inline
+    annotation = node_for_type("Annotation")
+    assert annotation is not None
+    assert len(annotation.props) <= _INLINE_MAX_KEYS  # checked inline
     base = copy.deepcopy(next(r for r in _TRAFFIC if r["resourceType"] == "Observation"))
     one = {"authorString": "Dr A", "text": "checked"}
     base["note"] = [one]

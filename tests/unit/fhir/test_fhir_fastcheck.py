@@ -68,7 +68,7 @@ def _uk_core() -> list[dict[str, Any]]:
     return out
 
 
-_WRONG = (
+_WRONG: tuple[Any, ...] = (
     None,
     [],
     {},

@@ -74,7 +74,7 @@ def test_iter_references_walks_the_model(observation: dict[str, Any]) -> None:
 
 
 def test_rewrite_for_transactions() -> None:
-    bundle_entry = {
+    bundle_entry: dict[str, Any] = {
         "resourceType": "Encounter",
         "status": "finished",
         "class": {"code": "AMB"},

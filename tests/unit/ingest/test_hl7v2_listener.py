@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import hl7
 
@@ -39,12 +41,15 @@ class RecordingSink:
         return AckDecision.accept(mapped.issues)
 
 
+T = TypeVar("T")
+
+
 class FailingSink:
     async def accept(self, raw: bytes, header: MessageHeader) -> AckDecision:
         raise RuntimeError("database down while storing QUINCE HARRIET")
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
