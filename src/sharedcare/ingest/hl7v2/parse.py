@@ -14,7 +14,7 @@ contains field values, only positions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import hl7
 
@@ -448,32 +448,18 @@ _STATIC_MSH_FIELDS = (3, 4, 5, 6, 9, 11, 12, 15, 16, 18)
 but the timestamp (MSH-7) and the control id (MSH-10)."""
 
 
-class _StaticMsh(NamedTuple):
-    """What :class:`MessageHeader` takes from :data:`_STATIC_MSH_FIELDS`."""
-
-    sending_application_hd: tuple[str, ...]
-    sending_application: str
-    sending_facility_hd: tuple[str, ...]
-    sending_facility: str
-    receiving_application_hd: tuple[str, ...]
-    receiving_application: str
-    receiving_facility_hd: tuple[str, ...]
-    receiving_facility: str
-    message_code: str
-    trigger_event: str
-    structure: str
-    processing_id: str
-    version: str
-    charset: str
-    accept_ack_type: str
-    application_ack_type: str
+_STATIC_MSH: dict[tuple[str, ...], dict[str, Any]] = {}
+_HD_FIELDS = (
+    ("sending_application", 3),
+    ("sending_facility", 4),
+    ("receiving_application", 5),
+    ("receiving_facility", 6),
+)
 
 
-_STATIC_MSH: dict[tuple[str, ...], _StaticMsh] = {}
-
-
-def _static_msh(msh: SegmentView, delimiter_key: str) -> _StaticMsh:
-    """The header values read from :data:`_STATIC_MSH_FIELDS`, remembered per feed.
+def _static_msh(msh: SegmentView, delimiter_key: str) -> dict[str, Any]:
+    """:class:`MessageHeader`'s values from :data:`_STATIC_MSH_FIELDS`, by field name,
+    remembered per feed (the caller adds MSH-7 and MSH-10; the dict is shared, never changed).
 
     They depend on nothing but those fields' text and the delimiters (``delimiter_key``,
     MSH-1 and MSH-2), so a feed's are read once; a field the segment does not have reads as
@@ -486,20 +472,18 @@ def _static_msh(msh: SegmentView, delimiter_key: str) -> _StaticMsh:
     if held is None:
         if len(_STATIC_MSH) > 1024:  # bounded: the values come from senders
             _STATIC_MSH.clear()
-        held = _StaticMsh(
-            *_hd(msh, 3),
-            *_hd(msh, 4),
-            *_hd(msh, 5),
-            *_hd(msh, 6),
-            msh.v(9, 1).upper(),
-            msh.v(9, 2).upper(),
-            msh.v(9, 3).upper(),
-            msh.v(11),
-            msh.v(12),
-            msh.v(18),
-            msh.v(15),
-            msh.v(16),
-        )
+        held = {
+            "message_code": msh.v(9, 1).upper(),
+            "trigger_event": msh.v(9, 2).upper(),
+            "structure": msh.v(9, 3).upper(),
+            "processing_id": msh.v(11),
+            "version": msh.v(12),
+            "charset": msh.v(18),
+            "accept_ack_type": msh.v(15),
+            "application_ack_type": msh.v(16),
+        }
+        for name, n in _HD_FIELDS:
+            held[f"{name}_hd"], held[name] = _hd(msh, n)
         _STATIC_MSH[key] = held
     return held
 
@@ -573,27 +557,7 @@ def parse_message(text: str) -> ParsedMessage:
                 view.index,
             )
     msh = views[0]
-    static = _static_msh(msh, text[3:8])
-    header = MessageHeader(
-        sending_application=static.sending_application,
-        sending_facility=static.sending_facility,
-        receiving_application=static.receiving_application,
-        receiving_facility=static.receiving_facility,
-        message_code=static.message_code,
-        trigger_event=static.trigger_event,
-        structure=static.structure,
-        control_id=msh.v(10),
-        processing_id=static.processing_id,
-        version=static.version,
-        timestamp=msh.v(7),
-        charset=static.charset,
-        accept_ack_type=static.accept_ack_type,
-        application_ack_type=static.application_ack_type,
-        sending_application_hd=static.sending_application_hd,
-        sending_facility_hd=static.sending_facility_hd,
-        receiving_application_hd=static.receiving_application_hd,
-        receiving_facility_hd=static.receiving_facility_hd,
-    )
+    header = MessageHeader(control_id=msh.v(10), timestamp=msh.v(7), **_static_msh(msh, text[3:8]))
     parsed = ParsedMessage(header, text, delimiters, views)
     try:
         _validate_header(parsed)
