@@ -11,10 +11,9 @@ handful of round trips, whatever its size:
    in one statement;
 4. old index rows are deleted from every index table, and the new ones inserted
    with one ``INSERT … SELECT`` of arrays (PostgreSQL) or ``executemany`` (SQLite) per
-   index table. A batch
-   on PostgreSQL first reads its updated resources' stored index rows and rewrites a
-   resource's rows only in the tables where they changed (``sqlstore_pg.index_changes``,
-   ``docs/decisions/0034-ingest-writer-rows-and-parameters.md``).
+   index table. A batch on PostgreSQL first reads its updated resources' stored index rows
+   and rewrites a resource's rows only in the tables where they changed
+   (``sqlstore_pg.index_changes``, ``docs/decisions/0034-ingest-writer-rows-and-parameters.md``).
 
 On PostgreSQL steps 1–3 are statements of fixed text taking arrays (``unnest``, ``= ANY``;
 passed as text that orjson builds, see ``sqlstore_pg.text_array``);
@@ -123,7 +122,7 @@ class PendingWrite:
     existed: bool = False
     #: The index rows built ahead, ``res`` 0, per table (:meth:`SqlStore.index_templates`),
     #: or ``None``.
-    rows: dict[Any, dict[tuple[Any, ...], None]] | None = None
+    rows: dict[Table, dict[tuple[Any, ...], None]] | None = None
 
 
 class SqlStore:
