@@ -98,7 +98,7 @@ def test_upgrade_converts_rows_and_searches_answer_the_same(empty: Engine) -> No
     old_store.ensure_params()
     _write_0006_rows(empty, old_store)
 
-    upgrade(empty)
+    upgrade(empty, "0012")
 
     store = SqlStore(empty)
     with empty.connect() as c:
@@ -112,6 +112,9 @@ def test_upgrade_converts_rows_and_searches_answer_the_same(empty: Engine) -> No
         (store.param_id("Observation", "code-value-quantity"), "8480-6",
          combination_key(COMPONENTS), 1)
     ]  # fmt: skip
+    upgrade(empty)  # 0013: code-value-quantity is a pair of code and value-quantity
+    with empty.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM idx_composite")).scalar_one() == 0
 
     repo = Repository(store, RequestContext.system())
     for params in (

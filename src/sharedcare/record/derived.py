@@ -22,6 +22,16 @@ Patient)``; 47 parameters in R4). Its values are the other's rows whose ``target
 ``Reference.type``, which is what ``resolve() is T`` tests
 (``sharedcare.fhir.references.reference_type``). Its ``:identifier`` rows stay stored (a
 logical reference's token row does not record the type).
+
+A composite is a *pair* (:func:`composite_pair`) when its expression is the resource type
+itself and each component selects, from the resource, exactly the values of another stored
+parameter of the component's type (``Observation.code-value-quantity``: ``code`` and
+``value.ofType(Quantity)``, which are ``code`` and ``value-quantity``). Its combinations are
+then every pair of those two parameters' values on the same resource, so it stores no rows: a
+search matches a resource with a row of the first parameter matching the first component
+and a row of the second matching the second (``sharedcare.record.search.composite``).
+Components based on an element that repeats (``Observation.component``) are not pairs: both
+values must come from the same element.
 """
 
 from __future__ import annotations
@@ -32,9 +42,29 @@ from functools import cache
 
 from sharedcare.fhir.definitions import SearchParam, search_parameters
 
-__all__ = ["codes_to", "derived_from", "narrowed_from", "stored_codes", "target_filter"]
+__all__ = [
+    "codes_to",
+    "composite_pair",
+    "composite_sources",
+    "derived_from",
+    "narrowed_from",
+    "stored_codes",
+    "target_filter",
+]
 
 _NARROWED = re.compile(r"^(.*)\.where\(resolve\(\) is ([A-Za-z]+)\)$")
+_OF_TYPE = re.compile(r"^(.*)\.ofType\(([A-Za-z]+)\)$")
+#: FHIR types whose values give no index values of a parameter type: a parameter branch
+#: ``X.ofType(T)`` with such a ``T`` adds nothing to the parameter's values.
+#: ``value-quantity`` is ``value.ofType(Quantity) | value.ofType(SampledData)``, and the
+#: quantity normaliser indexes the Quantity types, Range and Money only ("SampledData is not
+#: indexed", ``sharedcare.fhir.search_index``; ``tests/unit/record/test_composite_pairs_rule.py``
+#: checks it on an Observation), so ``value-quantity``'s values are exactly those of
+#: ``value.ofType(Quantity)``. Were SampledData indexed, ``code-value-quantity`` would not be
+#: a pair and would keep its rows.
+_UNINDEXED: dict[str, frozenset[str]] = {"quantity": frozenset({"SampledData"})}
+#: The component types the search compiler can pair (``sharedcare.record.search.composite``).
+_PAIR_TYPES = frozenset({"token", "quantity"})
 
 
 def _branches(expression: str) -> frozenset[str]:
@@ -135,6 +165,62 @@ def _narrowed(resource_type: str) -> dict[str, tuple[str, str]]:
     return out
 
 
+def _yields_nothing(ptype: str, branch: str) -> bool:
+    match = _OF_TYPE.match(branch)
+    return match is not None and match.group(2) in _UNINDEXED.get(ptype, frozenset())
+
+
+@cache
+def _pairs(resource_type: str) -> dict[str, tuple[str, str]]:
+    params = search_parameters(resource_type)
+    unions = _derived(resource_type)
+    narrowed = _narrowed(resource_type)
+    stored = {
+        code: _branches(p.expression)
+        for code, p in params.items()
+        if p.expression and p.type not in {"special", "composite"}
+        if code not in unions and code not in narrowed
+    }
+    out: dict[str, tuple[str, str]] = {}
+    for code, param in params.items():
+        if param.type != "composite" or not param.expression or len(param.components) != 2:
+            continue
+        if _branches(param.expression) != {resource_type}:
+            continue
+        found: list[str] = []
+        for component in param.components:
+            if component.type not in _PAIR_TYPES or component.expression.startswith("%"):
+                break
+            wanted = frozenset(f"{resource_type}.{b}" for b in _branches(component.expression))
+            same = sorted(
+                other
+                for other, theirs in stored.items()
+                if params[other].type == component.type
+                and wanted <= theirs
+                and all(_yields_nothing(component.type, b) for b in theirs - wanted)
+            )
+            if not same:
+                break
+            found.append(same[0])
+        else:
+            out[code] = (found[0], found[1])
+    return out
+
+
+def composite_pair(resource_type: str, code: str) -> tuple[str, str] | None:
+    """The two parameters whose values make up the composite ``code``'s combinations
+    (``Observation.code-value-quantity``: ``("code", "value-quantity")``), else ``None``."""
+    return _pairs(resource_type).get(code)
+
+
+def composite_sources(resource_type: str, code: str) -> tuple[tuple[str, ...], ...]:
+    """Where a search on the composite ``code`` finds its combinations, in the order of
+    :func:`stored_codes`: ``(c,)`` for the ``idx_composite`` rows of ``c``, ``(a, b)`` for the
+    pairs of ``a`` and ``b`` rows of a :func:`composite_pair`."""
+    parts = _derived(resource_type).get(code) or (code,)
+    return tuple(_pairs(resource_type).get(part) or (part,) for part in parts)
+
+
 def narrowed_from(resource_type: str, code: str) -> tuple[str, str] | None:
     """``(base, T)`` when ``code``'s values are the rows of ``base`` whose target type is
     ``T`` (``Observation.patient``: ``("subject", "Patient")``), else ``None``."""
@@ -159,11 +245,12 @@ def derived_from(resource_type: str, code: str) -> tuple[str, ...]:
 
 def stored_codes(resource_type: str, code: str) -> tuple[str, ...]:
     """The parameter codes whose index rows a search on ``code`` reads (itself if stored);
-    for a narrowed reference parameter, only rows of :func:`target_filter`'s type count."""
+    for a narrowed reference parameter, only rows of :func:`target_filter`'s type count; a
+    composite pair reads its two parameters' rows (:func:`composite_sources`)."""
     narrowed = _narrowed(resource_type).get(code)
     if narrowed:
         return (narrowed[0],)
-    return _derived(resource_type).get(code) or (code,)
+    return tuple(c for source in composite_sources(resource_type, code) for c in source)
 
 
 def codes_to(resource_type: str, codes: Iterable[str], target: str) -> list[str]:

@@ -272,9 +272,12 @@ class Compiler:
         if kind == "chain":
             return self._semi(self._chain(shape))
         if kind == "missing":
-            _, type_, n, reference, missing = shape
+            _, type_, n, reference, missing, code = shape
             table = TABLES[type_]
-            present: Any = select(table.c.res).where(self._param_is(table, n))
+            if type_ == "composite":
+                present: Any = self._composite_present(code)
+            else:
+                present = select(table.c.res).where(self._param_is(table, n))
             if reference:  # a logical reference (identifier only) is a value
                 either = present.union_all(
                     select(_T_TOKEN.c.res).where(_T_TOKEN.c.param == take())
@@ -291,6 +294,8 @@ class Compiler:
         if kind == "of-type":
             return self._of_type(thaw(shape[1]), shape[2])
         _, type_, n, values, negate, modifier, name, code = shape
+        if type_ == "composite":
+            return self._semi(self._composite(code, [v[1] for v in values], name))
         table = TABLES[type_]
         param_is = self._param_is(table, n)
         clause = Clause(code, type_, modifier, [], name)
@@ -372,11 +377,17 @@ class Compiler:
         _, modifier, values, _name = shape
         return or_(*(uri_condition(v, modifier, source) for v in values))
 
-    def _composite(self, raw: str, clause: Clause) -> ColumnElement[bool]:
-        from sharedcare.record.search.composite import composite_condition
+    def _composite(self, code: str, values: list[str], name: str) -> Select[Any]:
+        """A composite's matches: its rows, or pairs of its parameters' rows
+        (:mod:`.composite`)."""
+        from sharedcare.record.search.composite import composite_index
 
-        definition = search_parameters(self.resource_type)[clause.code]
-        return composite_condition(definition, raw, clause.name)
+        return composite_index(self.resource_type, code, values, name, self.slots.take)
+
+    def _composite_present(self, code: str) -> Select[Any]:
+        from sharedcare.record.search.composite import composite_present
+
+        return composite_present(self.resource_type, code, self.slots.take)
 
     # -- chains, _has and :of-type ----------------------------------------------------------
 

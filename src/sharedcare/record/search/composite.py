@@ -19,17 +19,27 @@ number2    second component: quantity or number value
 low2/high2 second component: date range (epoch µs, high exclusive)
 number3    third component: number value
 =========  ======================================================================
+
+A composite that is a *pair* of other parameters (``sharedcare.record.derived.
+composite_pair``: ``Observation.code-value-quantity`` is ``code`` with ``value-quantity``,
+both on the Observation itself) has no rows: :func:`composite_index` matches a resource
+with a ``code`` row satisfying the first component and a ``value-quantity`` row satisfying
+the second, under the same conditions the component parameters use (token ``system|code``,
+quantity prefixes, system and code-or-unit), which is what its rows held: every pair of
+those two parameters' values on the resource. ``:missing`` likewise: a row existed exactly
+when both parameters have a value (:func:`composite_present`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_
+from sqlalchemy import Select, and_, or_, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
-from sharedcare.db.tables import IdxComposite
-from sharedcare.fhir.definitions import SearchParam
+from sharedcare.db.tables import IdxComposite, IdxQuantity, IdxToken
+from sharedcare.fhir.definitions import SearchParam, search_parameters
 from sharedcare.fhir.search_index import (
     DateValue,
     IndexValue,
@@ -40,6 +50,7 @@ from sharedcare.fhir.search_index import (
     TokenValue,
     UriValue,
 )
+from sharedcare.record.derived import composite_sources
 from sharedcare.record.errors import InvalidRequest
 from sharedcare.record.search.clauses import (
     date_condition,
@@ -52,9 +63,17 @@ from sharedcare.record.search.clauses import (
 )
 from sharedcare.record.search.parse import split_escaped, unescape
 
-__all__ = ["COMPOSITE_COLUMNS", "composite_columns", "composite_condition"]
+__all__ = [
+    "COMPOSITE_COLUMNS",
+    "composite_columns",
+    "composite_condition",
+    "composite_index",
+    "composite_present",
+]
 
 T: Any = IdxComposite.__table__
+#: The index table of each component type a pair can have.
+_PAIR_TABLES: dict[str, Any] = {"token": IdxToken.__table__, "quantity": IdxQuantity.__table__}
 #: The typed columns, in the order :func:`composite_columns` returns them.
 COMPOSITE_COLUMNS = (
     "code1",
@@ -103,8 +122,96 @@ def composite_columns(components: tuple[IndexValue, ...]) -> tuple[Any, ...]:
     return tuple(cols[c] for c in COMPOSITE_COLUMNS)
 
 
-def composite_condition(definition: SearchParam, raw: str, name: str) -> ColumnElement[bool]:
-    """The ``idx_composite`` condition for one value ``a$b[$c]`` of a composite parameter."""
+Take = Callable[[], Any]
+
+
+def composite_index(
+    resource_type: str, code: str, values: Sequence[str], name: str, take: Take
+) -> Select[Any]:
+    """``SELECT res`` of the resources matching any of ``values`` (each ``a$b[$c]``) of the
+    composite ``code``: its ``idx_composite`` rows, and the pairs of rows of any
+    :func:`~sharedcare.record.derived.composite_pair` it is made of.
+
+    Args:
+        resource_type: The type searched.
+        code: The composite parameter.
+        values: The values, ORed.
+        name: The parameter as written (for errors).
+        take: The placeholder of the next parameter id, in
+            :func:`~sharedcare.record.derived.stored_codes`' order.
+    """
+    definition = search_parameters(resource_type)[code]
+    for raw in values:
+        _parts(definition, raw, name)  # every value is checked, whatever reads it
+    scans: list[Select[Any]] = []
+    rows: list[Any] = []
+    for source in composite_sources(resource_type, code):
+        if len(source) == 1:
+            rows.append(take())
+            continue
+        param1, param2 = take(), take()
+        for raw in values:  # one semi-join per value: an OR of them defeats the planner
+            first, second = (_PAIR_TABLES[c.type].alias() for c in definition.components)
+            a, b = _parts(definition, raw, name)
+            seconds = select(second.c.res).where(
+                second.c.param == param2, _pair_condition(definition, 1, b, second, name)
+            )
+            scans.append(
+                select(first.c.res).where(
+                    first.c.param == param1,
+                    _pair_condition(definition, 0, a, first, name),
+                    first.c.res.in_(seconds),
+                )
+            )
+    if rows:
+        param = T.c.param == rows[0] if len(rows) == 1 else T.c.param.in_(rows)
+        conditions = [composite_condition(definition, raw, name) for raw in values]
+        scans.insert(0, select(T.c.res).where(param, or_(*conditions)))
+    return _one(scans)
+
+
+def composite_present(resource_type: str, code: str, take: Take) -> Select[Any]:
+    """``SELECT res`` of the resources with a value of the composite ``code`` (for
+    ``:missing``): a pair has one exactly when both of its parameters have a value."""
+    definition = search_parameters(resource_type)[code]
+    scans: list[Select[Any]] = []
+    rows: list[Any] = []
+    for source in composite_sources(resource_type, code):
+        if len(source) == 1:
+            rows.append(take())
+            continue
+        first, second = (_PAIR_TABLES[c.type].alias() for c in definition.components)
+        param1, param2 = take(), take()
+        seconds = select(second.c.res).where(second.c.param == param2)
+        scans.append(select(first.c.res).where(first.c.param == param1, first.c.res.in_(seconds)))
+    if rows:
+        param = T.c.param == rows[0] if len(rows) == 1 else T.c.param.in_(rows)
+        scans.insert(0, select(T.c.res).where(param))
+    return _one(scans)
+
+
+def _one(scans: list[Select[Any]]) -> Select[Any]:
+    """One ``SELECT res`` of every scan's rows (a compound select is wrapped: SQLite takes no
+    parentheses around one inside another, as in a count's ``INTERSECT``)."""
+    if len(scans) == 1:
+        return scans[0]
+    either = union_all(*scans).subquery()
+    return select(either.c.res)
+
+
+def _pair_condition(
+    definition: SearchParam, position: int, raw: str, table: Any, name: str
+) -> ColumnElement[bool]:
+    """The condition a component's value puts on a row of the parameter it pairs."""
+    if definition.components[position].type == "quantity":
+        return quantity_condition(
+            raw, table.c.value, table.c.system_id, table.c.code, table.c.unit, name, keyed=True
+        )
+    return token_condition(raw, table.c.code, table.c.system_id, keyed=True)
+
+
+def _parts(definition: SearchParam, raw: str, name: str) -> list[str]:
+    """One value's components (still escaped), or a 400."""
     parts = split_escaped(raw, "$", keep=True)
     kinds = [c.type for c in definition.components]
     if len(parts) != len(kinds) or not all(parts):
@@ -112,6 +219,13 @@ def composite_condition(definition: SearchParam, raw: str, name: str) -> ColumnE
         raise InvalidRequest(
             f"{name} takes {len(kinds)} values joined by $: {example}", expression=name
         )
+    return parts
+
+
+def composite_condition(definition: SearchParam, raw: str, name: str) -> ColumnElement[bool]:
+    """The ``idx_composite`` condition for one value ``a$b[$c]`` of a composite parameter."""
+    parts = _parts(definition, raw, name)
+    kinds = [c.type for c in definition.components]
     conditions = [
         _component(position, kind, value, name)
         for position, (kind, value) in enumerate(zip(kinds, parts, strict=True), start=1)

@@ -135,7 +135,8 @@ class Shaper:
             reference = clause.type == "reference"
             if reference:
                 self.values.append(self.param(resource_type, f"{clause.code}:identifier"))
-            return ("missing", clause.type, n, reference, clause.values[0] == "true")
+            missing = clause.values[0] == "true"
+            return ("missing", clause.type, n, reference, missing, clause.code)
         if clause.type == "reference" and clause.modifier == "identifier":
             self.values.append(self.param(resource_type, f"{clause.code}:identifier"))
             return ("identifier", tuple(self.token(v) for v in clause.values))
