@@ -7,7 +7,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from sharedcare.db.engine import DatabaseUrlError, create_engine, normalise_url, write_connection
-from sharedcare.db.migrate import current_revision, head_revision, upgrade
+from sharedcare.db.migrate import current_revision, head_revision, include_object, upgrade
 from sharedcare.db.tables import Base, personal_data_columns
 
 
@@ -18,7 +18,14 @@ def test_migrations_reach_head_and_match_the_models(engine: Engine) -> None:
     assert current_revision(engine) == head_revision()
     with engine.connect() as connection:
         diff = compare_metadata(
-            MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata
+            MigrationContext.configure(
+                connection,
+                opts={
+                    "compare_type": True,
+                    "include_object": include_object(engine.dialect.name),
+                },
+            ),
+            Base.metadata,
         )
     assert diff == [], "the models and the migrations disagree; write a migration"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -14,7 +15,14 @@ from sharedcare.db.engine import write_connection
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "upgrade"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "include_object",
+    "upgrade",
+]
 
 
 def alembic_config() -> Config:
@@ -22,6 +30,23 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
+
+
+def include_object(dialect: str) -> Any:
+    """An Alembic ``include_object`` hook for ``dialect``: it leaves out the models' indexes
+    and constraints declared for other databases only (``.ddl_if(dialect=...)``, e.g. the
+    PostgreSQL-only search indexes of ``idx_token``), which Alembic does not know about, so
+    that comparing the models with a migrated database sees what that database should have.
+    """
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        rule = getattr(obj, "_ddl_if", None)
+        if reflected or rule is None or rule.dialect is None:
+            return True
+        wanted = (rule.dialect,) if isinstance(rule.dialect, str) else tuple(rule.dialect)
+        return dialect in wanted
+
+    return include
 
 
 def head_revision() -> str | None:

@@ -83,7 +83,8 @@ __all__ = ["INDEX_TABLES", "PendingWrite", "SqlStore", "StoredResource", "json_a
 
 RESOURCE: Any = Resource.__table__
 HISTORY: Any = ResourceHistory.__table__
-RESOURCE_KEY = "uq_resource_resource_type_id"  # the unique key on (type, id)
+#: The unique key on (type, id): ``(id, resource_type)`` on PostgreSQL (migration 0014).
+RESOURCE_KEYS = frozenset({"uq_resource_resource_type_id", "uq_resource_id_resource_type"})
 _CHUNK = 500  # rows per IN-list, within every database's parameter limits
 # Served by the resource row itself (its columns; ``_source`` by an index on meta.source in
 # its JSON, ``docs/decisions/0011-record-footprint.md``), so they need no index rows.
@@ -619,7 +620,7 @@ def _racing_create_refused() -> Iterator[None]:
         yield
     except IntegrityError as error:
         constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
-        if constraint == RESOURCE_KEY:
+        if constraint in RESOURCE_KEYS:
             raise ConcurrentUpdate() from error
         raise
 

@@ -55,9 +55,13 @@ __all__ = [
 # A text that changed with the batch (a long ``IN (…)`` list, a multi-row ``VALUES``) was
 # never in psycopg's cache, so every call paid for converting its placeholders, and
 # PostgreSQL for parsing it; these are converted once and then prepared per connection.
-# Documents travel as one JSON array (``jsonb_array_elements``): a ``jsonb[]`` parameter
-# would be sent as array text, every quote in every document escaped. Keys travel as two
-# JSON arrays of strings (:func:`key_arrays`), as rows ``k(t, i)``:
+# Documents travel as one JSON array (``json_array_elements``, which hands each element on
+# as the text it was sent as): a ``json[]`` parameter would be sent as array text, every
+# quote in every document escaped. Keys travel as two JSON arrays of strings
+# (:func:`key_arrays`), as rows ``k(t, i)``:
+# A ``null`` element of the documents' array (a deleted version) as SQL ``NULL``; ``json``
+# has no equality operator, so ``NULLIF`` cannot compare it.
+_NOT_NULL = "CASE WHEN json_typeof({0}) = 'null' THEN NULL ELSE {0} END"
 KEYS = (
     "ROWS FROM (json_array_elements_text(%(types)s::json), "
     "json_array_elements_text(%(ids)s::json)) AS k(t, i)"
@@ -103,10 +107,10 @@ UPDATE = (
     )
     + "u AS (SELECT * FROM ROWS FROM (unnest(%(pks)s::bigint[]), "
     "unnest(%(versions)s::integer[]), unnest(%(updated)s::bigint[]), "
-    "unnest(%(deleted)s::boolean[]), jsonb_array_elements(%(docs)s::jsonb)) "
+    "unnest(%(deleted)s::boolean[]), json_array_elements(%(docs)s::json)) "
     "AS u(pk, version_id, last_updated, deleted, content)) "
     "UPDATE resource SET version_id = u.version_id, last_updated = u.last_updated, "
-    "deleted = u.deleted, content = NULLIF(u.content, 'null'::jsonb) "
+    "deleted = u.deleted, content = " + _NOT_NULL.format("u.content") + " "
     # The keys again as an array: the rows are found by the primary key, where the join
     # alone was planned as a scan of the whole table below some 100,000 rows.
     "FROM u WHERE resource.pk = u.pk AND resource.pk = ANY(%(pks)s::bigint[])"
@@ -136,11 +140,11 @@ STORED_INDEX = {
 }
 CREATE = (
     "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content) "
-    "SELECT t, i, v, lu, d, NULLIF(c, 'null'::jsonb) FROM ROWS FROM "
+    "SELECT t, i, v, lu, d, " + _NOT_NULL.format("c") + " FROM ROWS FROM "
     "(json_array_elements_text(%(types)s::json), json_array_elements_text(%(ids)s::json), "
     "unnest(%(versions)s::integer[]), "
     "unnest(%(updated)s::bigint[]), unnest(%(deleted)s::boolean[]), "
-    "jsonb_array_elements(%(docs)s::jsonb)) AS u(t, i, v, lu, d, c) "
+    "json_array_elements(%(docs)s::json)) AS u(t, i, v, lu, d, c) "
     "RETURNING pk, resource_type, id"
 )
 
@@ -157,7 +161,7 @@ UPDATE_ONE = (
         for table in INDEX_TABLES.values()
     )
     + " UPDATE resource SET version_id = %(version)s, last_updated = %(updated)s, "
-    "deleted = %(deleted)s, content = %(doc)s::jsonb WHERE pk = %(pk)s::bigint"
+    "deleted = %(deleted)s, content = %(doc)s::json WHERE pk = %(pk)s::bigint"
 )
 INSERT_INDEX_ONE = {
     table: f"INSERT INTO {table.name} ({', '.join(c.name for c in table.columns)}) "
@@ -169,7 +173,7 @@ INSERT_INDEX_ONE = {
 # session's own value), so a create is sent in one go with its AuditEvent and ``COMMIT``.
 CREATE_ONE = (
     "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content) "
-    "VALUES (%s, %s, %s, %s, %s, %s::jsonb)"
+    "VALUES (%s, %s, %s, %s, %s, %s::json)"
 )
 NEW_KEY = "currval('resource_pk_seq')"
 #: Where each index table's ``res`` column is in its rows (dropped for :data:`NEW_KEY`).
@@ -269,7 +273,7 @@ _ARRAY_TEXT: dict[str, Callable[[Sequence[Any]], str]] = {
 
 def json_array(documents: Sequence[bytes | None]) -> str:
     """JSON documents (bytes, ``None`` for none) as one JSON array, for
-    ``jsonb_array_elements``: joined, not parsed; ``None`` becomes ``null``."""
+    ``json_array_elements``: joined, not parsed; ``None`` becomes ``null``."""
     return (b"[" + b",".join(b"null" if d is None else d for d in documents) + b"]").decode()
 
 

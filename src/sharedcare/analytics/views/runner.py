@@ -168,12 +168,14 @@ def materialise_duckdb(
 def record_store_source(table: str = "resource") -> Source:
     """PostgreSQL source over the record store's current resources (deleted ones excluded).
 
-    The record store keeps one row per resource in ``resource(resource_type, id, content jsonb,
-    deleted, ...)`` (``sharedcare.db.tables.record``); views over this source are live.
+    The record store keeps one row per resource in ``resource(resource_type, id, content json,
+    deleted, ...)`` (``sharedcare.db.tables.record``); views over this source are live. The
+    views read ``jsonb``, so each row's text is converted as it is read (the store keeps the
+    smaller ``json``: ``docs/decisions/0011-record-footprint.md``, addendum of session 11).
     """
     ident = '"' + table.replace('"', '""') + '"'
     return Source(
-        f"(SELECT resource_type, content FROM {ident} WHERE NOT deleted)",
+        f"(SELECT resource_type, content::jsonb AS content FROM {ident} WHERE NOT deleted)",
         "content",
         "resource_type",
     )

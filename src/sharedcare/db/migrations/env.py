@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from sharedcare.config import get_settings
 from sharedcare.db.engine import create_engine, write_connection
+from sharedcare.db.migrate import include_object
 from sharedcare.db.tables import Base
 
 target_metadata = Base.metadata
@@ -23,6 +24,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,7 +1,7 @@
 """The FHIR record: current resources, their history, typed search indexes and the audit trail.
 
 Design (see ``docs/decisions/0008-record-storage.md``): one ``resource`` table holds the
-current version of every resource as JSON (``jsonb`` on PostgreSQL, text on SQLite) with a
+current version of every resource as JSON (``json`` on PostgreSQL, text on SQLite) with a
 compact integer key; ``resource_history`` holds every earlier version. Search values,
 extracted from the official R4 SearchParameter expressions, live in one narrow table per
 parameter type, keyed by the resource's integer key and a small integer parameter id; long
@@ -12,7 +12,7 @@ microseconds (UTC) so that date searches compare integers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -23,11 +23,12 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.functions import FunctionElement
@@ -43,25 +44,31 @@ class JsonDocument(TypeDecorator[bytes]):
     """A JSON document passed as serialised bytes: ``jsonb`` on PostgreSQL, text on SQLite.
 
     The store serialises with orjson once and hands the bytes straight to the driver, so no
-    JSON is parsed or re-encoded in Python on the write path.
+    JSON is parsed or re-encoded in Python on the write path. The audit trail keeps
+    ``jsonb`` (its searches read into the documents); resources use :class:`JsonText`.
     """
 
     impl = LargeBinary
     cache_ok = True
+    #: The PostgreSQL type, and psycopg's wrapper that sends bytes as that type.
+    postgresql_type: Any = JSONB
+    postgresql_wrapper = "Jsonb"
 
     def load_dialect_impl(self, dialect: Any) -> Any:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(JSONB())
+            return dialect.type_descriptor(self.postgresql_type())
         return dialect.type_descriptor(Text())
 
     def bind_processor(self, dialect: Any) -> Any:
         if dialect.name == "postgresql":
-            from psycopg.types.json import Jsonb
+            from psycopg.types import json as psycopg_json
 
-            def to_jsonb(value: bytes | None) -> Any:
-                return None if value is None else Jsonb(value, dumps=_identity)
+            wrapper = getattr(psycopg_json, self.postgresql_wrapper)
 
-            return to_jsonb
+            def to_json(value: bytes | None) -> Any:
+                return None if value is None else wrapper(value, dumps=_identity)
+
+            return to_json
 
         def to_text(value: bytes | None) -> str | None:
             return None if value is None else value.decode()
@@ -70,6 +77,21 @@ class JsonDocument(TypeDecorator[bytes]):
 
     def result_processor(self, dialect: Any, coltype: Any) -> Any:
         return None
+
+
+class JsonText(JsonDocument):
+    """A resource's JSON as the text it was written: ``json`` on PostgreSQL, text on SQLite.
+
+    ``json`` keeps the compact text orjson wrote, which is smaller than ``jsonb``'s binary
+    form (about 655 against 781 bytes for the record benchmark's resources) and is read back
+    without conversion. What reads into the documents in SQL casts to ``jsonb`` first: the
+    ``:of-type`` check and the analytics views over the record store
+    (``docs/decisions/0011-record-footprint.md``, addendum of session 11).
+    """
+
+    cache_ok = True
+    postgresql_type = JSON
+    postgresql_wrapper = "Json"
 
 
 def _identity(value: Any) -> Any:
@@ -81,7 +103,11 @@ class Resource(Base):
 
     __tablename__ = "resource"
     __table_args__ = (
-        UniqueConstraint("resource_type", "id"),
+        UniqueConstraint("resource_type", "id").ddl_if(dialect="sqlite"),
+        # PostgreSQL: the id first. Server ids are time-ordered, so new keys land at the
+        # index's right edge and its pages fill, where under each type they split half full
+        # (101 against 82 bytes per resource; decision 0011, addendum of session 11).
+        UniqueConstraint("id", "resource_type").ddl_if(dialect="postgresql"),
         Index("ix_resource_type_updated", "resource_type", "last_updated"),
         # Only deleted rows (few): counting a whole type is then two index-only counts.
         Index(
@@ -98,7 +124,7 @@ class Resource(Base):
     version_id: Mapped[int] = mapped_column(Integer)
     last_updated: Mapped[int] = mapped_column(BigInteger, doc="epoch microseconds, UTC")
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
-    content: Mapped[bytes | None] = personal_data(JsonDocument())
+    content: Mapped[bytes | None] = personal_data(JsonText())
 
 
 class meta_source(FunctionElement[str]):
@@ -167,7 +193,7 @@ class ResourceHistory(Base):
     version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_updated: Mapped[int] = mapped_column(BigInteger, index=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
-    content: Mapped[bytes | None] = personal_data(JsonDocument())
+    content: Mapped[bytes | None] = personal_data(JsonText())
 
 
 class SearchParamId(Base):
@@ -188,8 +214,9 @@ class IdxString(Base):
     """String parameters: normalised (lower-case, accent-folded) and exact values.
 
     In every index table the primary key leads with the parameter and value, so it is the
-    search index itself; a second index on ``res`` serves rewrites. Absent parts are stored as
-    empty strings so they can sit in the key.
+    search index itself; a second index on ``res`` serves rewrites. (On PostgreSQL,
+    ``idx_token`` and ``idx_reference`` have value indexes instead; see below.) Absent parts
+    are stored as empty strings so they can sit in the key.
     """
 
     __tablename__ = "idx_string"
@@ -209,7 +236,15 @@ class IdxToken(Base):
     """
 
     __tablename__ = "idx_token"
-    __table_args__ = (Index("ix_idx_token_res", "res"), _WITHOUT_ROWID)
+    __table_args__ = (
+        Index("ix_idx_token_res", "res"),
+        # PostgreSQL: instead of the primary key (SQLite only, below), an index of the
+        # values carrying ``res``, whose equal keys pack their pages full (decision 0011).
+        Index(
+            "ix_idx_token_value", "param", "code", "system_id", postgresql_include=["res"]
+        ).ddl_if(dialect="postgresql"),
+        _WITHOUT_ROWID,
+    )
 
     param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     code: Mapped[str] = personal_data(Text(), primary_key=True)
@@ -222,7 +257,15 @@ class IdxReference(Base):
     """Reference parameters: target id and type, version, or an absolute URL."""
 
     __tablename__ = "idx_reference"
-    __table_args__ = (Index("ix_idx_reference_res", "res"), _WITHOUT_ROWID)
+    __table_args__ = (
+        Index("ix_idx_reference_res", "res"),
+        # PostgreSQL: instead of the primary key (SQLite only, below), an index of the
+        # values without ``res``, deduplicated into posting lists (decision 0011).
+        Index("ix_idx_reference_value", "param", "target_id", "target_type", "url").ddl_if(
+            dialect="postgresql"
+        ),
+        _WITHOUT_ROWID,
+    )
 
     param: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     target_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -230,6 +273,14 @@ class IdxReference(Base):
     res: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     version: Mapped[str] = mapped_column(String(64), primary_key=True)
     url: Mapped[str] = mapped_column(Text(), primary_key=True)
+
+
+# On PostgreSQL these two tables have no primary key: the ``ix_*_value`` indexes above serve
+# searches at a fraction of the key's size (``docs/decisions/0011-record-footprint.md``,
+# addendum of session 11; migration 0014). SQLite keeps the key: its tables are stored
+# WITHOUT ROWID in key order, and the key still refuses a duplicate row there.
+for _table in (IdxToken.__table__, IdxReference.__table__):
+    cast(Table, _table).primary_key.ddl_if(dialect="sqlite")
 
 
 class IdxDate(Base):

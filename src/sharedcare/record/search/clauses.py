@@ -469,7 +469,8 @@ class Compiler:
                 "exists(@.type.coding[*] ? (@.system == $s && @.code == $c)))"
             )
             variables = literal({"v": value, "s": system, "c": code}, JSONB)
-            return func.jsonb_path_exists(content, cast(path, JSONPATH), variables)
+            # The stored text as jsonb: only the few rows the index narrowed to are parsed.
+            return func.jsonb_path_exists(cast(content, JSONB), cast(path, JSONPATH), variables)
         items = func.json_each(
             func.iif(
                 func.json_type(content, f"$.{element}") == "array",
