@@ -153,14 +153,18 @@ def composite_index(
         for raw in values:  # one semi-join per value: an OR of them defeats the planner
             first, second = (_PAIR_TABLES[c.type].alias() for c in definition.components)
             a, b = _parts(definition, raw, name)
-            seconds = select(second.c.res).where(
-                second.c.param == param2, _pair_condition(definition, 1, b, second, name)
+            # The code's rows are the inner list and the value's rows are checked against it
+            # by ``res``: a code selects few rows and a value range often many, and SQLite
+            # builds the inner list whole (``8480-6$gt100`` with a patient: 12.8 -> 4.5 ms,
+            # without: 10.5 -> 1.9 ms, on 36,600 resources).
+            firsts = select(first.c.res).where(
+                first.c.param == param1, _pair_condition(definition, 0, a, first, name)
             )
             scans.append(
-                select(first.c.res).where(
-                    first.c.param == param1,
-                    _pair_condition(definition, 0, a, first, name),
-                    first.c.res.in_(seconds),
+                select(second.c.res).where(
+                    second.c.param == param2,
+                    _pair_condition(definition, 1, b, second, name),
+                    second.c.res.in_(firsts),
                 )
             )
     if rows:
