@@ -197,4 +197,6 @@ def load_paths(
         if file_done:
             file_done(path)
     flush()
+    if report.written:  # a bulk load: searches should be planned with fresh statistics
+        repo.store.refresh_statistics()
     return report

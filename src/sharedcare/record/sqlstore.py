@@ -137,6 +137,22 @@ class SqlStore:
         # (type, code) -> the id its index rows are stored under, or None: see _stored_param.
         self._stored_params: dict[tuple[str, str], int | None] = {}
 
+    def refresh_statistics(self) -> None:
+        """PostgreSQL: ``ANALYZE`` the record tables, as after any bulk load
+        (https://www.postgresql.org/docs/15/populate.html#POPULATE-ANALYZE).
+
+        Tables never analysed are planned from guesses until autovacuum's next round (up to
+        a minute): on a fresh store just loaded, a composite pair's semi-join was planned as
+        a nested loop that took 2.1-9.9 s, against 4-6 ms once analysed
+        (``docs/decisions/0011-record-footprint.md``, addendum of session 11). SQLite plans
+        these statements well without statistics, so there it does nothing.
+        """
+        if self.dialect != "postgresql":
+            return
+        names = ["resource", "resource_history", *(t.name for t in INDEX_TABLES.values())]
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f"ANALYZE {', '.join(names)}")
+
     # -- search parameter ids -------------------------------------------------------------
 
     def ensure_params(self) -> None:
