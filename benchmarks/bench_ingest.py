@@ -75,6 +75,7 @@ from tests.support.hl7_traffic import (
     percentile,
     population,
     send_all,
+    stored_for_writer,
     wait_until_written,
 )
 from tests.support.postgres import Cluster, start_cluster
@@ -394,12 +395,9 @@ def writer_halves(url: str) -> None:
     index extraction, ``meta``) and then written in its transaction. The writer process runs
     the two in separate threads, so its rate is bounded by the longer half, not their sum.
     """
-    from sharedcare.ingest.hl7v2.mapping import map_message
-    from sharedcare.ingest.hl7v2.parse import parse_message
     from sharedcare.ingest.preplan import Preplanner
     from sharedcare.ingest.service import tune_collector
-    from sharedcare.ingest.stages import Stage
-    from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
+    from sharedcare.ingest.store import FeedRegistry
     from sharedcare.ingest.writer import ToWrite, write_preplanned
     from sharedcare.record.sqlstore import SqlStore
 
@@ -409,24 +407,7 @@ def writer_halves(url: str) -> None:
     todo: list[ToWrite] = []
     for start in range(0, total, 500):
         texts = [message(i) for i in range(start, min(total, start + 500))]
-        parsed = [parse_message(t) for t in texts]
-        items = [
-            Incoming(
-                "hl7v2",
-                p.header.sending_application,
-                p.header.sending_facility,
-                p.header.control_id,
-                p.header.message_type,
-                t.encode(),
-                Stage.MAPPED,
-            )
-            for p, t in zip(parsed, texts, strict=True)
-        ]
-        stored = store_messages(engine, items, registry)
-        todo.extend(
-            ToWrite(s.message_id, s.feed, map_message(p))
-            for s, p in zip(stored, parsed, strict=True)
-        )
+        todo.extend(stored_for_writer(engine, texts, registry))
     store = SqlStore(engine)
     store.ensure_params()
     tune_collector()

@@ -17,36 +17,16 @@ from sqlalchemy import Engine, text
 from sharedcare.fhir.search_index import extract_index
 from sharedcare.identity import store as rows
 from sharedcare.identity.changes import SourcePatient, person_of, read_ahead
-from sharedcare.ingest.hl7v2.mapping import map_message
-from sharedcare.ingest.hl7v2.parse import parse_message
 from sharedcare.ingest.preplan import Preplanner
 from sharedcare.ingest.stages import Stage
-from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
 from sharedcare.ingest.writer import ToWrite, write_preplanned
 from sharedcare.record.sqlstore import PendingWrite, SqlStore
 from sharedcare.record.store_rows import INDEX_TABLES
-from tests.support.hl7_traffic import message
+from tests.support.hl7_traffic import message, stored_for_writer
 
 
 def _stored(engine: Engine, numbers: range) -> list[ToWrite]:
-    texts = [message(i, patients=12) for i in numbers]
-    parsed = [parse_message(t) for t in texts]
-    items = [
-        Incoming(
-            "hl7v2",
-            p.header.sending_application,
-            p.header.sending_facility,
-            p.header.control_id,
-            p.header.message_type,
-            t.encode(),
-            Stage.MAPPED,
-        )
-        for p, t in zip(parsed, texts, strict=True)
-    ]
-    stored = store_messages(engine, items, FeedRegistry())
-    return [
-        ToWrite(s.message_id, s.feed, map_message(p)) for s, p in zip(stored, parsed, strict=True)
-    ]
+    return stored_for_writer(engine, [message(i, patients=12) for i in numbers])
 
 
 def _normal(values: tuple[Any, ...]) -> tuple[Any, ...]:

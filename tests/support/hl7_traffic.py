@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from hl7.client import MLLPClient
 from sqlalchemy import Engine, text
@@ -115,6 +116,34 @@ def population(total: int, patients: int = 2000) -> str:
         f"{len({w.birth_date for w in people}):,} birth dates, "
         f"{len({w.nhs_number for w in people}):,} NHS numbers, {len(postcodes):,} postcodes"
     )
+
+
+def stored_for_writer(engine: Engine, texts: Sequence[str], registry: Any = None) -> list[Any]:
+    """Store ``texts`` as the listener does (stage ``mapped``) and return what the writer
+    takes for each: :class:`~sharedcare.ingest.writer.ToWrite` with its mapped resources."""
+    from sharedcare.ingest.hl7v2.mapping import map_message
+    from sharedcare.ingest.hl7v2.parse import parse_message
+    from sharedcare.ingest.stages import Stage
+    from sharedcare.ingest.store import FeedRegistry, Incoming, store_messages
+    from sharedcare.ingest.writer import ToWrite
+
+    parsed = [parse_message(t) for t in texts]
+    items = [
+        Incoming(
+            "hl7v2",
+            p.header.sending_application,
+            p.header.sending_facility,
+            p.header.control_id,
+            p.header.message_type,
+            t.encode(),
+            Stage.MAPPED,
+        )
+        for p, t in zip(parsed, texts, strict=True)
+    ]
+    stored = store_messages(engine, items, registry or FeedRegistry())
+    return [
+        ToWrite(s.message_id, s.feed, map_message(p)) for s, p in zip(stored, parsed, strict=True)
+    ]
 
 
 def message(i: int, patients: int = 2000) -> str:
